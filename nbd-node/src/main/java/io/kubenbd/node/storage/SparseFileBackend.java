@@ -1,0 +1,225 @@
+package io.kubenbd.node.storage;
+
+import static io.kubenbd.node.storage.LinuxSyscalls.FALLOC_FL_KEEP_SIZE;
+import static io.kubenbd.node.storage.LinuxSyscalls.FALLOC_FL_PUNCH_HOLE;
+import static io.kubenbd.node.storage.LinuxSyscalls.FALLOC_FL_ZERO_RANGE;
+
+import java.nio.ByteBuffer;
+import java.util.ArrayList;
+import java.util.List;
+
+/**
+ * A regular file, usually sparse. Trim punches holes, zeroing prefers fallocate modes over
+ * writing, and allocation comes from SEEK_HOLE/SEEK_DATA. What the file system turns out not
+ * to support is remembered, so an unsupported call is made once per backend, not per request.
+ */
+final class SparseFileBackend implements StorageBackend {
+    private static final int PREFERRED_BLOCK_SIZE = 4096;
+
+    private final NativeFile file;
+    private final long size;
+    // Written once when the file system first answers EOPNOTSUPP/EINVAL; racing threads at worst ask again.
+    private volatile boolean punchHoleSupported = true;
+    private volatile boolean zeroRangeSupported = true;
+    private volatile boolean allocateSupported = true;
+    private volatile boolean seekDataSupported = true;
+
+    SparseFileBackend(NativeFile file, long size) {
+        this.file = file;
+        this.size = size;
+    }
+
+    @Override
+    public long size() {
+        return size;
+    }
+
+    @Override
+    public boolean readOnly() {
+        return file.readOnly();
+    }
+
+    @Override
+    public boolean rotational() {
+        return false;
+    }
+
+    @Override
+    public int minimumBlockSize() {
+        return 1;
+    }
+
+    @Override
+    public int preferredBlockSize() {
+        return PREFERRED_BLOCK_SIZE;
+    }
+
+    @Override
+    public boolean supportsTrim() {
+        return true;
+    }
+
+    @Override
+    public void read(long offset, ByteBuffer dst) throws ErrnoException {
+        file.read(offset, dst);
+    }
+
+    @Override
+    public void write(long offset, ByteBuffer src) throws ErrnoException {
+        file.write(offset, src);
+    }
+
+    @Override
+    public void flush() throws ErrnoException {
+        file.fdatasync();
+    }
+
+    /** Punches a hole; on a file system without hole punching this does nothing, as TRIM is advisory. */
+    @Override
+    public void trim(long offset, long length) throws ErrnoException {
+        requireWritable("fallocate");
+        if (punchHoleSupported) {
+            punchHole(offset, length);
+        }
+    }
+
+    @Override
+    public boolean writeZeroes(long offset, long length, boolean mayPunchHole, boolean fastOnly)
+            throws ErrnoException {
+        requireWritable("fallocate");
+        if (mayPunchHole && punchHole(offset, length)) {
+            return true;
+        }
+        if (zeroRange(offset, length)) {
+            return true;
+        }
+        if (punchHoleSupported && allocateSupported) {
+            // tmpfs has no ZERO_RANGE: a punched hole reads as zeroes, re-allocating keeps it from being a hole.
+            if (punchHole(offset, length)) {
+                if (allocate(offset, length)) {
+                    return true;
+                }
+                // The range already reads as zeroes but is a hole; only writing can allocate it now.
+                file.writeZeroes(offset, length);
+                return true;
+            }
+        }
+        if (fastOnly) {
+            return false;
+        }
+        file.writeZeroes(offset, length);
+        return true;
+    }
+
+    @Override
+    public void cache(long offset, long length) throws ErrnoException {
+        file.adviseWillNeed(offset, length);
+    }
+
+    @Override
+    public List<Extent> allocation(long offset, long length, int maxExtents) throws ErrnoException {
+        long end = Math.min(offset + length, size);
+        List<Extent> extents = new ArrayList<>();
+        long position = offset;
+        while (position < end && extents.size() < maxExtents) {
+            Extent extent = extentAt(position, end);
+            extents.add(extent);
+            position += extent.length();
+        }
+        return extents;
+    }
+
+    @Override
+    public void close() throws ErrnoException {
+        file.close();
+    }
+
+    /** The extent starting at {@code position}, cut at {@code end}. */
+    private Extent extentAt(long position, long end) throws ErrnoException {
+        if (!seekDataSupported) {
+            return Extent.data(end - position);
+        }
+        long hole;
+        try {
+            // Asking for the next hole first answers the common all-data case with one call.
+            hole = file.seek(position, LinuxSyscalls.SEEK_HOLE);
+        } catch (ErrnoException e) {
+            switch (e.errno()) {
+                case Errno.EINVAL, Errno.EOPNOTSUPP -> {
+                    seekDataSupported = false;
+                    return Extent.data(end - position);
+                }
+                // The file shrank below position; reads there return zeroes.
+                case Errno.ENXIO -> {
+                    return Extent.sparseHole(end - position);
+                }
+                default -> throw e;
+            }
+        }
+        if (hole > position) {
+            return Extent.data(Math.min(hole, end) - position);
+        }
+        long data;
+        try {
+            data = file.seek(position, LinuxSyscalls.SEEK_DATA);
+        } catch (ErrnoException e) {
+            if (e.errno() != Errno.ENXIO) {
+                throw e;
+            }
+            data = end;
+        }
+        return Extent.sparseHole(Math.min(data, end) - position);
+    }
+
+    /** Returns false, having changed nothing, if the file system cannot punch holes. */
+    private boolean punchHole(long offset, long length) throws ErrnoException {
+        if (!punchHoleSupported) {
+            return false;
+        }
+        try {
+            file.fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length);
+            return true;
+        } catch (ErrnoException e) {
+            if (e.errno() != Errno.EOPNOTSUPP) {
+                throw e;
+            }
+            punchHoleSupported = false;
+            return false;
+        }
+    }
+
+    private boolean zeroRange(long offset, long length) throws ErrnoException {
+        if (!zeroRangeSupported) {
+            return false;
+        }
+        try {
+            file.fallocate(FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, offset, length);
+            return true;
+        } catch (ErrnoException e) {
+            if (e.errno() != Errno.EOPNOTSUPP) {
+                throw e;
+            }
+            zeroRangeSupported = false;
+            return false;
+        }
+    }
+
+    private boolean allocate(long offset, long length) throws ErrnoException {
+        try {
+            file.fallocate(0, offset, length);
+            return true;
+        } catch (ErrnoException e) {
+            if (e.errno() != Errno.EOPNOTSUPP) {
+                throw e;
+            }
+            allocateSupported = false;
+            return false;
+        }
+    }
+
+    private void requireWritable(String call) throws ErrnoException {
+        if (file.readOnly()) {
+            throw new ErrnoException(call, file.path(), Errno.EROFS);
+        }
+    }
+}
