@@ -1,0 +1,74 @@
+package io.kubenbd.node.protocol;
+
+import io.netty.buffer.ByteBuf;
+import io.netty.channel.ChannelHandlerContext;
+import io.netty.handler.codec.ByteToMessageDecoder;
+import io.netty.handler.codec.CorruptedFrameException;
+
+import java.util.List;
+
+/**
+ * Server side of the handshake framing: the client flags, then option after option. Emits
+ * {@link ClientFlags} once and then {@link OptionRequest}s. Option data larger than
+ * {@link Limits#MAX_OPTION_DATA} is skipped as it arrives, never buffered.
+ */
+public final class OptionDecoder extends ByteToMessageDecoder {
+    private static final int OPTION_HEADER = 16;
+
+    private enum State { CLIENT_FLAGS, OPTION_HEADER, OPTION_DATA, SKIP_DATA }
+
+    private State state = State.CLIENT_FLAGS;
+    private int option;
+    private long remaining;
+
+    @Override
+    protected void decode(ChannelHandlerContext ctx, ByteBuf in, List<Object> out) {
+        switch (state) {
+            case CLIENT_FLAGS -> {
+                if (in.readableBytes() >= 4) {
+                    out.add(new ClientFlags(in.readInt()));
+                    state = State.OPTION_HEADER;
+                }
+            }
+            case OPTION_HEADER -> {
+                if (in.readableBytes() < OPTION_HEADER) {
+                    return;
+                }
+                long magic = in.readLong();
+                if (magic != Magic.IHAVEOPT) {
+                    throw new CorruptedFrameException("option does not start with IHAVEOPT (got 0x"
+                            + Long.toHexString(magic) + ")");
+                }
+                option = in.readInt();
+                remaining = in.readUnsignedInt();
+                if (remaining > Limits.MAX_OPTION_DATA) {
+                    if (option == OptionType.EXPORT_NAME) {
+                        // NBD_OPT_EXPORT_NAME cannot be answered with an error: the spec says hang up.
+                        throw new CorruptedFrameException("NBD_OPT_EXPORT_NAME of " + remaining + " bytes");
+                    }
+                    state = State.SKIP_DATA;
+                    out.add(new OptionRequest.Oversized(option, remaining));
+                } else {
+                    state = State.OPTION_DATA;
+                }
+                decode(ctx, in, out);
+            }
+            case OPTION_DATA -> {
+                if (in.readableBytes() < remaining) {
+                    return;
+                }
+                ByteBuf data = in.readSlice((int) remaining);
+                state = State.OPTION_HEADER;
+                out.add(OptionCodec.parse(option, data));
+            }
+            case SKIP_DATA -> {
+                int skip = (int) Math.min(remaining, in.readableBytes());
+                in.skipBytes(skip);
+                remaining -= skip;
+                if (remaining == 0) {
+                    state = State.OPTION_HEADER;
+                }
+            }
+        }
+    }
+}
