@@ -24,9 +24,18 @@ final class SparseFileBackend implements StorageBackend {
     private volatile boolean allocateSupported = true;
     private volatile boolean seekDataSupported = true;
 
-    SparseFileBackend(NativeFile file, long size) {
+    private SparseFileBackend(NativeFile file, long size) {
         this.file = file;
         this.size = size;
+    }
+
+    static SparseFileBackend open(NativeFile file, long size) throws ErrnoException {
+        SparseFileBackend backend = new SparseFileBackend(file, size);
+        if (!file.readOnly()) {
+            // Punching at the end of the file with KEEP_SIZE changes nothing but tells whether holes can be punched.
+            backend.punchHole(size, 1);
+        }
+        return backend;
     }
 
     @Override
@@ -54,9 +63,10 @@ final class SparseFileBackend implements StorageBackend {
         return PREFERRED_BLOCK_SIZE;
     }
 
+    /** False when read-only or when the file system cannot punch holes (ramfs, for one). */
     @Override
     public boolean supportsTrim() {
-        return true;
+        return !file.readOnly() && punchHoleSupported;
     }
 
     @Override
