@@ -84,12 +84,15 @@ class SparseFileBackendTest {
     void readsAndWritesOnlyBetweenPositionAndLimit(Path directory) throws IOException {
         Path file = sparseFile(directory, MIB);
         try (StorageBackend backend = StorageBackend.open(file, false)) {
-            ByteBuffer src = ByteBuffer.wrap(new byte[] {9, 1, 2, 3, 9}).position(1).limit(4);
+            ByteBuffer src = ByteBuffer.wrap(new byte[] {9, 1, 2, 3, 9}).position(1).limit(4).asReadOnlyBuffer();
             backend.write(100, src);
-            ByteBuffer dst = ByteBuffer.allocateDirect(8).position(2).limit(7);
+            assertThat(src.position()).isEqualTo(4);
+            ByteBuffer directSrc = ByteBuffer.allocateDirect(4).put(new byte[] {9, 4, 5, 9}).position(1).limit(3);
+            backend.write(103, directSrc.asReadOnlyBuffer());
+            ByteBuffer dst = ByteBuffer.allocateDirect(8).position(1).limit(7);
             backend.read(99, dst);
             assertThat(dst.position()).isEqualTo(7);
-            assertThat(bytesOf(dst.clear())).containsExactly(0, 0, 0, 1, 2, 3, 0, 0);
+            assertThat(bytesOf(dst.clear())).containsExactly(0, 0, 1, 2, 3, 4, 5, 0);
         }
     }
 
