@@ -21,6 +21,8 @@ import java.lang.invoke.VarHandle;
  * {@link ErrnoException} carrying the errno captured right after the call, before the
  * JVM can clobber it.
  */
+// Linking native functions is restricted by design; native access is granted on the command line and manifest.
+@SuppressWarnings("restricted")
 final class LinuxSyscalls {
     static final int O_RDONLY = 0;
     static final int O_RDWR = 2;

@@ -126,6 +126,11 @@ final class SparseFileBackend implements StorageBackend {
         file.adviseWillNeed(offset, length);
     }
 
+    /**
+     * Ranges that are allocated but never written (ext4 unwritten extents left by ZERO_RANGE,
+     * tmpfs pages left by fallocate) come back from SEEK_HOLE as holes. They read as zeroes,
+     * so the hole+zero answer is right about contents, just not about the space they hold.
+     */
     @Override
     public List<Extent> allocation(long offset, long length, int maxExtents) throws ErrnoException {
         long end = Math.min(offset + length, size);

@@ -9,6 +9,7 @@ import java.nio.ByteBuffer;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.List;
 import java.util.Random;
 import java.util.concurrent.ExecutorService;
@@ -166,11 +167,11 @@ class SparseFileBackendTest {
             assertThat(backend.writeZeroes(64 * KIB, 128 * KIB, true, true)).isTrue();
 
             byte[] back = read(backend, 0, 256 * KIB);
-            assertThat(java.util.Arrays.copyOfRange(back, 0, 64 * KIB))
-                    .isEqualTo(java.util.Arrays.copyOfRange(data, 0, 64 * KIB));
-            assertThat(java.util.Arrays.copyOfRange(back, 64 * KIB, 192 * KIB)).containsOnly(0);
-            assertThat(java.util.Arrays.copyOfRange(back, 192 * KIB, 256 * KIB))
-                    .isEqualTo(java.util.Arrays.copyOfRange(data, 192 * KIB, 256 * KIB));
+            assertThat(Arrays.copyOfRange(back, 0, 64 * KIB))
+                    .isEqualTo(Arrays.copyOfRange(data, 0, 64 * KIB));
+            assertThat(Arrays.copyOfRange(back, 64 * KIB, 192 * KIB)).containsOnly(0);
+            assertThat(Arrays.copyOfRange(back, 192 * KIB, 256 * KIB))
+                    .isEqualTo(Arrays.copyOfRange(data, 192 * KIB, 256 * KIB));
             assertThat(backend.allocation(64 * KIB, 128 * KIB, 10)).containsExactly(Extent.sparseHole(128 * KIB));
         }
         assertThat(Files.size(file)).isEqualTo(4 * MIB);
@@ -207,8 +208,8 @@ class SparseFileBackendTest {
             backend.writeZeroes(50_001, 7, false, false);
 
             byte[] expected = data.clone();
-            java.util.Arrays.fill(expected, 1000, 11_000, (byte) 0);
-            java.util.Arrays.fill(expected, 50_001, 50_008, (byte) 0);
+            Arrays.fill(expected, 1000, 11_000, (byte) 0);
+            Arrays.fill(expected, 50_001, 50_008, (byte) 0);
             assertThat(read(backend, 0, MIB)).isEqualTo(expected);
         }
     }
@@ -272,7 +273,7 @@ class SparseFileBackendTest {
             ByteBuffer dst = ByteBuffer.allocateDirect(8192);
             backend.read(0, dst);
             byte[] back = bytesOf(dst.flip());
-            assertThat(java.util.Arrays.copyOfRange(back, 4096, 8192)).containsOnly(0);
+            assertThat(Arrays.copyOfRange(back, 4096, 8192)).containsOnly(0);
             assertThat(backend.allocation(4096, 4096, 4)).containsExactly(Extent.sparseHole(4096));
         }
     }
