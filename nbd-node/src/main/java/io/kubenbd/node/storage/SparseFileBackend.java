@@ -32,8 +32,13 @@ final class SparseFileBackend implements StorageBackend {
     static SparseFileBackend open(NativeFile file, long size) throws ErrnoException {
         SparseFileBackend backend = new SparseFileBackend(file, size);
         if (!file.readOnly()) {
-            // Punching at the end of the file with KEEP_SIZE changes nothing but tells whether holes can be punched.
-            backend.punchHole(size, 1);
+            // Punching at the end of the file with KEEP_SIZE changes nothing but tells whether holes can be
+            // punched. Only EOPNOTSUPP is a verdict; any other error is left for a real trim to report.
+            try {
+                backend.punchHole(size, 1);
+            } catch (ErrnoException inconclusive) {
+                // supportsTrim stays true
+            }
         }
         return backend;
     }

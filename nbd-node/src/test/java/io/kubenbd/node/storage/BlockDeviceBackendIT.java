@@ -127,6 +127,7 @@ class BlockDeviceBackendIT {
     void readOnlyOpenRejectsChangesWithErofs() throws Exception {
         try (StorageBackend backend = StorageBackend.open(device, true)) {
             assertThat(backend.readOnly()).isTrue();
+            assertThat(backend.supportsTrim()).isFalse();
             assertThat(read(backend, 0, 512)).hasSize(512);
             assertErrno(() -> backend.write(0, ByteBuffer.allocate(512)), Errno.EROFS);
             assertErrno(() -> backend.trim(0, 4096), Errno.EROFS);

@@ -233,6 +233,7 @@ class SparseFileBackendTest {
         Files.write(file, new byte[] {1, 2, 3});
         try (StorageBackend backend = StorageBackend.open(file, true)) {
             assertThat(backend.readOnly()).isTrue();
+            assertThat(backend.supportsTrim()).isFalse();
             assertThat(read(backend, 0, 3)).containsExactly(1, 2, 3);
             assertErrno(() -> backend.write(0, ByteBuffer.wrap(new byte[1])), Errno.EROFS);
             assertErrno(() -> backend.trim(0, 4096), Errno.EROFS);
