@@ -79,9 +79,10 @@ final class BlockDeviceBackend implements StorageBackend {
         return preferredBlockSize;
     }
 
+    /** False when read-only, like a sparse file, or when the queue takes no discards. */
     @Override
     public boolean supportsTrim() {
-        return queue.discardMaxBytes() > 0;
+        return !device.readOnly() && queue.discardMaxBytes() > 0;
     }
 
     @Override
@@ -103,7 +104,7 @@ final class BlockDeviceBackend implements StorageBackend {
     @Override
     public void trim(long offset, long length) throws ErrnoException {
         requireWritable("ioctl(BLKDISCARD)");
-        if (!supportsTrim() || discardRefused) {
+        if (queue.discardMaxBytes() == 0 || discardRefused) {
             return;
         }
         long start = roundUp(offset);

@@ -21,6 +21,8 @@ import java.lang.invoke.VarHandle;
  * {@link ErrnoException} carrying the errno captured right after the call, before the
  * JVM can clobber it.
  */
+// Linking native functions is restricted by design; native access is granted on the command line and manifest.
+@SuppressWarnings("restricted")
 final class LinuxSyscalls {
     static final int O_RDONLY = 0;
     static final int O_RDWR = 2;
@@ -40,10 +42,12 @@ final class LinuxSyscalls {
     private static final int STATX_TYPE = 0x1;
     private static final int STATX_MODE = 0x2;
     private static final int STATX_SIZE = 0x200;
+    private static final int STATX_BLOCKS = 0x400;
     // struct statx is the same on every architecture, unlike struct stat.
     private static final long STATX_STRUCT_SIZE = 256;
     private static final long STX_MODE_OFFSET = 28;
     private static final long STX_SIZE_OFFSET = 40;
+    private static final long STX_BLOCKS_OFFSET = 48;
     private static final long STX_RDEV_MAJOR_OFFSET = 128;
     private static final long STX_RDEV_MINOR_OFFSET = 132;
 
@@ -152,12 +156,13 @@ final class LinuxSyscalls {
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment cPath = arena.allocateFrom(path);
             MemorySegment buffer = arena.allocate(STATX_STRUCT_SIZE, 8);
-            int mask = STATX_TYPE | STATX_MODE | STATX_SIZE;
+            int mask = STATX_TYPE | STATX_MODE | STATX_SIZE | STATX_BLOCKS;
             retrying("statx", subject,
                     state -> (int) STATX.invokeExact(state, dirFd, cPath, flags, mask, buffer));
             return new FileStatus(
                     Short.toUnsignedInt(buffer.get(JAVA_SHORT, STX_MODE_OFFSET)),
                     buffer.get(JAVA_LONG, STX_SIZE_OFFSET),
+                    buffer.get(JAVA_LONG, STX_BLOCKS_OFFSET) * FileStatus.BLOCK_UNIT,
                     buffer.get(JAVA_INT, STX_RDEV_MAJOR_OFFSET),
                     buffer.get(JAVA_INT, STX_RDEV_MINOR_OFFSET));
         }

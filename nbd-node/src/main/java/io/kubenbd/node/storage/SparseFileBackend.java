@@ -24,9 +24,23 @@ final class SparseFileBackend implements StorageBackend {
     private volatile boolean allocateSupported = true;
     private volatile boolean seekDataSupported = true;
 
-    SparseFileBackend(NativeFile file, long size) {
+    private SparseFileBackend(NativeFile file, long size) {
         this.file = file;
         this.size = size;
+    }
+
+    static SparseFileBackend open(NativeFile file, long size) throws ErrnoException {
+        SparseFileBackend backend = new SparseFileBackend(file, size);
+        if (!file.readOnly()) {
+            // Punching at the end of the file with KEEP_SIZE changes nothing but tells whether holes can be
+            // punched. Only EOPNOTSUPP is a verdict; any other error is left for a real trim to report.
+            try {
+                backend.punchHole(size, 1);
+            } catch (ErrnoException inconclusive) {
+                // supportsTrim stays true
+            }
+        }
+        return backend;
     }
 
     @Override
@@ -54,9 +68,10 @@ final class SparseFileBackend implements StorageBackend {
         return PREFERRED_BLOCK_SIZE;
     }
 
+    /** False when read-only or when the file system cannot punch holes (ramfs, for one). */
     @Override
     public boolean supportsTrim() {
-        return true;
+        return !file.readOnly() && punchHoleSupported;
     }
 
     @Override
@@ -116,6 +131,11 @@ final class SparseFileBackend implements StorageBackend {
         file.adviseWillNeed(offset, length);
     }
 
+    /**
+     * Ranges that are allocated but never written (ext4 unwritten extents left by ZERO_RANGE,
+     * tmpfs pages left by fallocate) come back from SEEK_HOLE as holes. They read as zeroes,
+     * so the hole+zero answer is right about contents, just not about the space they hold.
+     */
     @Override
     public List<Extent> allocation(long offset, long length, int maxExtents) throws ErrnoException {
         long end = Math.min(offset + length, size);

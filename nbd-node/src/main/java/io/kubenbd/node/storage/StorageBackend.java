@@ -12,6 +12,9 @@ import java.util.List;
  *
  * <p>Offsets and lengths are checked by the caller against {@link #size()}; a backend may
  * assume {@code 0 <= offset && offset + length <= size()}.
+ *
+ * <p>A failed system call surfaces as an {@link ErrnoException} whose {@code errno()} is the
+ * kernel's number, for mapping onto NBD errors; changing a read-only backend fails with EROFS.
  */
 public interface StorageBackend extends AutoCloseable {
 
@@ -37,10 +40,16 @@ public interface StorageBackend extends AutoCloseable {
     /** Whether {@link #trim} can release space (punch hole, BLKDISCARD). */
     boolean supportsTrim();
 
-    /** Fills {@code dst} from its position to its limit with the bytes at {@code offset}. */
+    /**
+     * Fills {@code dst} from its position to its limit with the bytes at {@code offset};
+     * its position ends at its limit. Direct buffers are read into without copying.
+     */
     void read(long offset, ByteBuffer dst) throws IOException;
 
-    /** Writes {@code src} from its position to its limit at {@code offset}. */
+    /**
+     * Writes {@code src} from its position to its limit at {@code offset}; its position ends
+     * at its limit. Direct buffers are written from without copying.
+     */
     void write(long offset, ByteBuffer src) throws IOException;
 
     /** Makes every completed write durable (fdatasync). */

@@ -16,7 +16,7 @@ final class StorageBackends {
             // Checked again on the descriptor, since the path may have been replaced in between.
             FileStatus status = file.status();
             return switch (status.kind()) {
-                case REGULAR_FILE -> new SparseFileBackend(file, status.size());
+                case REGULAR_FILE -> SparseFileBackend.open(file, status.size());
                 case BLOCK_DEVICE -> BlockDeviceBackend.create(file, status);
                 case OTHER -> throw notFileOrDevice(path);
             };
