@@ -9,7 +9,9 @@ import io.netty.handler.codec.TooLongFrameException;
 import java.util.List;
 
 /**
- * Frames transmission requests, compact or extended. Payloads are sliced out of the
+ * Frames transmission requests, compact or extended. A WRITE's length is its payload
+ * length with or without NBD_CMD_FLAG_PAYLOAD_LEN; other commands carry a payload only
+ * with that flag and extended headers. Payloads are sliced out of the
  * cumulation without copying. A compact WRITE longer than {@link Limits#MAX_PAYLOAD} is
  * skipped as it streams in and answered with EINVAL; an extended request announcing such a
  * payload is a protocol violation (the spec says hang up), as is a wrong magic number.
@@ -83,9 +85,9 @@ public final class RequestDecoder extends ByteToMessageDecoder {
         long length = extended ? in.readLong() : in.readUnsignedInt();
         header = new RequestHeader(flags, type, cookie, offset, length);
 
-        boolean hasPayload = extended
-                ? header.hasFlag(CommandFlags.PAYLOAD_LEN)
-                : type == CommandType.WRITE;
+        // A WRITE always carries its data: qemu 10's client sends extended WRITEs without
+        // NBD_CMD_FLAG_PAYLOAD_LEN, and qemu-nbd accepts them, so the flag is optional here.
+        boolean hasPayload = type == CommandType.WRITE || (extended && header.hasFlag(CommandFlags.PAYLOAD_LEN));
         if (!hasPayload) {
             out.add(withoutPayload(header));
             return true;
@@ -110,8 +112,6 @@ public final class RequestDecoder extends ByteToMessageDecoder {
         }
         return switch (h.type()) {
             case CommandType.READ -> new Request.Read(h);
-            case CommandType.WRITE -> new Request.Invalid(h, NbdError.EINVAL,
-                    "extended WRITE without NBD_CMD_FLAG_PAYLOAD_LEN");
             case CommandType.DISC -> new Request.Disconnect(h);
             case CommandType.FLUSH -> new Request.Flush(h);
             case CommandType.TRIM -> new Request.Trim(h);

@@ -1,0 +1,447 @@
+package io.kubenbd.node.client;
+
+import io.kubenbd.node.protocol.BlockDescriptor;
+import io.kubenbd.node.protocol.CommandFlags;
+import io.kubenbd.node.protocol.CommandType;
+import io.kubenbd.node.protocol.HandshakeFlags;
+import io.kubenbd.node.protocol.InfoType;
+import io.kubenbd.node.protocol.Magic;
+import io.kubenbd.node.protocol.NbdError;
+import io.kubenbd.node.protocol.OptionCodec;
+import io.kubenbd.node.protocol.OptionReply;
+import io.kubenbd.node.protocol.OptionReplyCodec;
+import io.kubenbd.node.protocol.OptionReplyType;
+import io.kubenbd.node.protocol.OptionRequest;
+import io.kubenbd.node.protocol.OptionType;
+import io.kubenbd.node.protocol.Reply;
+import io.kubenbd.node.protocol.ReplyChunk;
+import io.kubenbd.node.protocol.ReplyStyle;
+import io.kubenbd.node.protocol.ReplyType;
+import io.kubenbd.node.protocol.RequestHeader;
+import io.netty.buffer.ByteBuf;
+import io.netty.buffer.Unpooled;
+
+import java.io.BufferedInputStream;
+import java.io.BufferedOutputStream;
+import java.io.Closeable;
+import java.io.DataInputStream;
+import java.io.DataOutputStream;
+import java.io.EOFException;
+import java.io.IOException;
+import java.net.InetSocketAddress;
+import java.net.Socket;
+import java.nio.charset.StandardCharsets;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.atomic.AtomicLong;
+
+/**
+ * One NBD connection, blocking. Negotiate with the option methods, enter transmission with
+ * {@link #go}, then either use the one-request helpers ({@link #read}, {@link #write}, ...)
+ * or {@link #send} several requests and collect their replies with {@link #receive} in
+ * whatever order the server answers. Not thread-safe: one caller drives a connection.
+ */
+public final class NbdClient implements Closeable {
+    private static final int MAX_REPLY_PAYLOAD = 64 << 20;
+
+    private final Socket socket;
+    private final DataInputStream in;
+    private final DataOutputStream out;
+    private final boolean noZeroes;
+    private final AtomicLong cookies = new AtomicLong();
+    private final Map<Long, List<ReplyChunk>> partial = new HashMap<>();
+    /** Pending simple-reply reads: cookie to (offset, length). */
+    private final Map<Long, long[]> pendingReads = new HashMap<>();
+    private ReplyStyle style = ReplyStyle.SIMPLE;
+    private ExportInfo export;
+
+    private NbdClient(Socket socket) throws IOException {
+        this.socket = socket;
+        this.in = new DataInputStream(new BufferedInputStream(socket.getInputStream(), 1 << 16));
+        this.out = new DataOutputStream(new BufferedOutputStream(socket.getOutputStream(), 1 << 16));
+        long magic = in.readLong();
+        long newstyle = in.readLong();
+        if (magic != Magic.NBDMAGIC || newstyle != Magic.IHAVEOPT) {
+            throw new NbdProtocolException("not a newstyle NBD server (greeting 0x" + Long.toHexString(magic) + " 0x"
+                    + Long.toHexString(newstyle) + ")");
+        }
+        int serverFlags = in.readUnsignedShort();
+        if ((serverFlags & HandshakeFlags.FIXED_NEWSTYLE) == 0) {
+            throw new NbdProtocolException("server does not speak fixed newstyle");
+        }
+        noZeroes = (serverFlags & HandshakeFlags.NO_ZEROES) != 0;
+        out.writeInt(HandshakeFlags.CLIENT_FIXED_NEWSTYLE | (noZeroes ? HandshakeFlags.CLIENT_NO_ZEROES : 0));
+        out.flush();
+    }
+
+    public static NbdClient connect(String host, int port, Duration timeout) throws IOException {
+        Socket socket = new Socket();
+        try {
+            socket.setTcpNoDelay(true);
+            socket.connect(new InetSocketAddress(host, port), (int) timeout.toMillis());
+            socket.setSoTimeout((int) timeout.toMillis());
+            return new NbdClient(socket);
+        } catch (IOException e) {
+            socket.close();
+            throw e;
+        }
+    }
+
+    public ReplyStyle style() {
+        return style;
+    }
+
+    /** The export entered with {@link #go}, or null during the handshake. */
+    public ExportInfo export() {
+        return export;
+    }
+
+    // ---------------------------------------------------------------- handshake
+
+    /** Sends an option and returns every reply up to and including the final one. */
+    public List<OptionReply> option(OptionRequest request) throws IOException {
+        sendOption(request.option(), request);
+        List<OptionReply> replies = new ArrayList<>();
+        while (true) {
+            OptionReply reply = readOptionReply(request.option());
+            replies.add(reply);
+            if (!(reply instanceof OptionReply.Server || reply.type() == OptionReplyType.INFO
+                    || reply instanceof OptionReply.MetaContext)) {
+                return replies;
+            }
+        }
+    }
+
+    /** Asks for extended headers; true if the server agreed. */
+    public boolean negotiateExtendedHeaders() throws IOException {
+        if (finalReply(option(new OptionRequest.ExtendedHeaders())) instanceof OptionReply.Ack) {
+            style = ReplyStyle.EXTENDED;
+            return true;
+        }
+        return false;
+    }
+
+    /** Asks for structured replies; true if the server agreed. */
+    public boolean negotiateStructuredReplies() throws IOException {
+        if (finalReply(option(new OptionRequest.StructuredReply())) instanceof OptionReply.Ack) {
+            style = ReplyStyle.STRUCTURED;
+            return true;
+        }
+        return false;
+    }
+
+    /** Extended headers if the server has them, else structured replies; the style in use afterwards. */
+    public ReplyStyle negotiateBestReplies() throws IOException {
+        if (!negotiateExtendedHeaders()) {
+            negotiateStructuredReplies();
+        }
+        return style;
+    }
+
+    public List<OptionReply.Server> listExports() throws IOException {
+        List<OptionReply> replies = option(new OptionRequest.ListExports());
+        check(OptionType.LIST, finalReply(replies));
+        return replies.stream().filter(OptionReply.Server.class::isInstance).map(OptionReply.Server.class::cast).toList();
+    }
+
+    public ExportInfo info(String name) throws IOException {
+        return exportInfo(false, name);
+    }
+
+    /** Ends the handshake on {@code name}; transmission requests may follow. */
+    public ExportInfo go(String name) throws IOException {
+        export = exportInfo(true, name);
+        return export;
+    }
+
+    public List<OptionReply.MetaContext> listMetaContexts(String exportName, List<String> queries) throws IOException {
+        return metaContexts(false, exportName, queries);
+    }
+
+    public List<OptionReply.MetaContext> setMetaContexts(String exportName, List<String> queries) throws IOException {
+        return metaContexts(true, exportName, queries);
+    }
+
+    /** Sends NBD_OPT_ABORT and closes. */
+    public void abort() throws IOException {
+        try {
+            sendOption(OptionType.ABORT, new OptionRequest.Abort());
+            readOptionReply(OptionType.ABORT);
+        } catch (EOFException e) {
+            // The spec lets a server close instead of acknowledging.
+        } finally {
+            close();
+        }
+    }
+
+    private List<OptionReply.MetaContext> metaContexts(boolean set, String exportName, List<String> queries)
+            throws IOException {
+        OptionRequest request = new OptionRequest.MetaContext(set, exportName, queries);
+        List<OptionReply> replies = option(request);
+        check(request.option(), finalReply(replies));
+        return replies.stream().filter(OptionReply.MetaContext.class::isInstance)
+                .map(OptionReply.MetaContext.class::cast).toList();
+    }
+
+    private ExportInfo exportInfo(boolean go, String name) throws IOException {
+        OptionRequest request = new OptionRequest.Info(go, name,
+                List.of(InfoType.NAME, InfoType.DESCRIPTION, InfoType.BLOCK_SIZE));
+        List<OptionReply> replies = option(request);
+        check(request.option(), finalReply(replies));
+        String canonical = name;
+        String description = "";
+        long size = -1;
+        int flags = 0;
+        int min = 0, preferred = 0, max = 0;
+        for (OptionReply reply : replies) {
+            switch (reply) {
+                case OptionReply.InfoName n -> canonical = n.name();
+                case OptionReply.InfoDescription d -> description = d.description();
+                case OptionReply.InfoExport e -> {
+                    size = e.size();
+                    flags = e.transmissionFlags();
+                }
+                case OptionReply.InfoBlockSize b -> {
+                    min = b.minimum();
+                    preferred = b.preferred();
+                    max = b.maximum();
+                }
+                default -> { }
+            }
+        }
+        if (size < 0) {
+            throw new NbdProtocolException(OptionType.name(request.option()) + " succeeded without NBD_INFO_EXPORT");
+        }
+        return new ExportInfo(canonical, description, size, flags, min, preferred, max);
+    }
+
+    private static OptionReply finalReply(List<OptionReply> replies) {
+        return replies.getLast();
+    }
+
+    private static void check(int option, OptionReply reply) throws IOException {
+        if (reply instanceof OptionReply.Error(int type, String message)) {
+            throw new OptionRefusedException(option, type, message);
+        }
+    }
+
+    private void sendOption(int option, OptionRequest request) throws IOException {
+        ByteBuf data = Unpooled.buffer();
+        OptionCodec.encode(request, data);
+        out.writeLong(Magic.IHAVEOPT);
+        out.writeInt(option);
+        out.writeInt(data.readableBytes());
+        data.readBytes(out, data.readableBytes());
+        out.flush();
+    }
+
+    private OptionReply readOptionReply(int option) throws IOException {
+        long magic = in.readLong();
+        int replyOption = in.readInt();
+        int type = in.readInt();
+        long length = Integer.toUnsignedLong(in.readInt());
+        if (magic != Magic.OPTION_REPLY || replyOption != option) {
+            throw new NbdProtocolException("bad option reply (magic 0x" + Long.toHexString(magic) + ", option "
+                    + replyOption + ", expected " + option + ")");
+        }
+        if (length > MAX_REPLY_PAYLOAD) {
+            throw new NbdProtocolException("option reply of " + length + " bytes");
+        }
+        byte[] payload = in.readNBytes((int) length);
+        if (payload.length != length) {
+            throw new EOFException("connection closed inside an option reply");
+        }
+        try {
+            return OptionReplyCodec.decode(type, Unpooled.wrappedBuffer(payload));
+        } catch (IndexOutOfBoundsException | IllegalArgumentException e) {
+            throw new NbdProtocolException("malformed " + OptionReplyType.name(type) + " reply: " + e.getMessage());
+        }
+    }
+
+    // ---------------------------------------------------------------- transmission
+
+    /** A cookie not used by any request of this connection yet. */
+    public long nextCookie() {
+        return cookies.incrementAndGet();
+    }
+
+    /**
+     * Sends one request exactly as given (tests use this to send what a polite client would not).
+     * {@code payload} may be null; it is sent after the header as is.
+     */
+    public void send(RequestHeader header, byte[] payload) throws IOException {
+        if (style == ReplyStyle.EXTENDED) {
+            out.writeInt(Magic.EXTENDED_REQUEST);
+            out.writeShort(header.flags());
+            out.writeShort(header.type());
+            out.writeLong(header.cookie());
+            out.writeLong(header.offset());
+            out.writeLong(header.length());
+        } else {
+            out.writeInt(Magic.REQUEST);
+            out.writeShort(header.flags());
+            out.writeShort(header.type());
+            out.writeLong(header.cookie());
+            out.writeLong(header.offset());
+            out.writeInt((int) header.length());
+        }
+        if (payload != null) {
+            out.write(payload);
+        }
+        if (header.type() == CommandType.READ && style == ReplyStyle.SIMPLE) {
+            pendingReads.put(header.cookie(), new long[] {header.offset(), header.length()});
+        }
+        out.flush();
+    }
+
+    /** Reads until some request's reply is complete and returns it. */
+    public Reply receive() throws IOException {
+        while (true) {
+            int magic = in.readInt();
+            switch (magic) {
+                case Magic.SIMPLE_REPLY -> {
+                    return readSimple();
+                }
+                case Magic.STRUCTURED_REPLY, Magic.EXTENDED_REPLY -> {
+                    Reply done = readChunk(magic == Magic.EXTENDED_REPLY);
+                    if (done != null) {
+                        return done;
+                    }
+                }
+                default -> throw new NbdProtocolException("bad reply magic 0x" + Integer.toHexString(magic));
+            }
+        }
+    }
+
+    private Reply readSimple() throws IOException {
+        int error = in.readInt();
+        long cookie = in.readLong();
+        long[] read = pendingReads.remove(cookie);
+        List<ReplyChunk> chunks = new ArrayList<>();
+        if (error != 0) {
+            chunks.add(new ReplyChunk.Error(NbdError.fromCode(error), ""));
+        } else if (read != null) {
+            chunks.add(new ReplyChunk.OffsetData(read[0], Unpooled.wrappedBuffer(readFully(read[1]))));
+        }
+        return new Reply(cookie, read == null ? 0 : read[0], chunks);
+    }
+
+    private Reply readChunk(boolean extended) throws IOException {
+        int flags = in.readUnsignedShort();
+        int type = in.readUnsignedShort();
+        long cookie = in.readLong();
+        long offset = extended ? in.readLong() : 0;
+        long length = extended ? in.readLong() : Integer.toUnsignedLong(in.readInt());
+        if (length > MAX_REPLY_PAYLOAD) {
+            throw new NbdProtocolException("reply chunk of " + length + " bytes");
+        }
+        ByteBuf payload = Unpooled.wrappedBuffer(readFully(length));
+        List<ReplyChunk> chunks = partial.computeIfAbsent(cookie, c -> new ArrayList<>());
+        try {
+            switch (type) {
+                case ReplyType.NONE -> { }
+                case ReplyType.OFFSET_DATA -> chunks.add(new ReplyChunk.OffsetData(payload.readLong(), payload.slice()));
+                case ReplyType.OFFSET_HOLE -> chunks.add(new ReplyChunk.OffsetHole(payload.readLong(), payload.readInt()));
+                case ReplyType.BLOCK_STATUS, ReplyType.BLOCK_STATUS_EXT -> {
+                    boolean ext = type == ReplyType.BLOCK_STATUS_EXT;
+                    int id = payload.readInt();
+                    int count = ext ? payload.readInt() : payload.readableBytes() / 8;
+                    List<BlockDescriptor> descriptors = new ArrayList<>(count);
+                    for (int i = 0; i < count; i++) {
+                        descriptors.add(ext ? new BlockDescriptor(payload.readLong(), payload.readLong())
+                                : new BlockDescriptor(payload.readUnsignedInt(), payload.readUnsignedInt()));
+                    }
+                    chunks.add(new ReplyChunk.BlockStatus(id, descriptors));
+                }
+                default -> {
+                    if (!ReplyType.isError(type)) {
+                        throw new NbdProtocolException("unknown reply chunk type " + type);
+                    }
+                    NbdError error = NbdError.fromCode(payload.readInt());
+                    int messageLength = payload.readUnsignedShort();
+                    String message = payload.readCharSequence(messageLength, StandardCharsets.UTF_8).toString();
+                    chunks.add(new ReplyChunk.Error(error, message));
+                }
+            }
+        } catch (IndexOutOfBoundsException | IllegalArgumentException e) {
+            throw new NbdProtocolException("malformed reply chunk of type " + type + ": " + e.getMessage());
+        }
+        if ((flags & ReplyType.FLAG_DONE) == 0) {
+            return null;
+        }
+        partial.remove(cookie);
+        return new Reply(cookie, offset, chunks);
+    }
+
+    private byte[] readFully(long length) throws IOException {
+        byte[] data = new byte[(int) length];
+        in.readFully(data);
+        return data;
+    }
+
+    /** Sends one request and waits for its reply; the connection must have nothing else in flight. */
+    public Reply call(int type, int flags, long offset, long length, byte[] payload) throws IOException {
+        RequestHeader header = new RequestHeader(flags, type, nextCookie(), offset, length);
+        send(header, payload);
+        Reply reply = receive();
+        if (reply.cookie() != header.cookie()) {
+            throw new NbdProtocolException("reply for cookie " + reply.cookie() + ", expected " + header.cookie());
+        }
+        return reply;
+    }
+
+    /** Reads {@code length} bytes, assembling data and hole chunks. */
+    public byte[] read(long offset, int length) throws IOException {
+        Reply reply = call(CommandType.READ, 0, offset, length, null);
+        throwIfError(reply, "read");
+        byte[] data = new byte[length];
+        for (ReplyChunk chunk : reply.chunks()) {
+            if (chunk instanceof ReplyChunk.OffsetData(long at, ByteBuf bytes)) {
+                bytes.getBytes(bytes.readerIndex(), data, (int) (at - offset), bytes.readableBytes());
+            }
+        }
+        return data;
+    }
+
+    public void write(long offset, byte[] data, int flags) throws IOException {
+        int payloadFlag = style == ReplyStyle.EXTENDED ? CommandFlags.PAYLOAD_LEN : 0;
+        throwIfError(call(CommandType.WRITE, flags | payloadFlag, offset, data.length, data), "write");
+    }
+
+    public void flush() throws IOException {
+        throwIfError(call(CommandType.FLUSH, 0, 0, 0, null), "flush");
+    }
+
+    /** Block status for the contexts negotiated; one chunk per context. */
+    public List<ReplyChunk.BlockStatus> blockStatus(long offset, long length, int flags) throws IOException {
+        Reply reply = call(CommandType.BLOCK_STATUS, flags, offset, length, null);
+        throwIfError(reply, "block status");
+        return reply.chunks().stream().filter(ReplyChunk.BlockStatus.class::isInstance)
+                .map(ReplyChunk.BlockStatus.class::cast).toList();
+    }
+
+    /** Sends NBD_CMD_DISC and closes the socket. */
+    public void disconnect() throws IOException {
+        try {
+            send(new RequestHeader(0, CommandType.DISC, nextCookie(), 0, 0), null);
+        } finally {
+            close();
+        }
+    }
+
+    private static void throwIfError(Reply reply, String what) throws IOException {
+        for (ReplyChunk chunk : reply.chunks()) {
+            if (chunk instanceof ReplyChunk.Error(NbdError error, String message)) {
+                throw new NbdCommandException(what, error, message);
+            }
+        }
+    }
+
+    @Override
+    public void close() throws IOException {
+        socket.close();
+    }
+}

@@ -1,0 +1,191 @@
+package io.kubenbd.node.server;
+
+import io.kubenbd.node.protocol.OptionDecoder;
+import io.netty.bootstrap.ServerBootstrap;
+import io.netty.channel.Channel;
+import io.netty.channel.ChannelInitializer;
+import io.netty.channel.ChannelOption;
+import io.netty.channel.EventLoopGroup;
+import io.netty.channel.MultiThreadIoEventLoopGroup;
+import io.netty.channel.WriteBufferWaterMark;
+import io.netty.channel.epoll.Epoll;
+import io.netty.channel.epoll.EpollIoHandler;
+import io.netty.channel.epoll.EpollServerSocketChannel;
+import io.netty.channel.group.ChannelGroup;
+import io.netty.channel.group.DefaultChannelGroup;
+import io.netty.channel.nio.NioIoHandler;
+import io.netty.channel.socket.ServerSocketChannel;
+import io.netty.channel.socket.SocketChannel;
+import io.netty.channel.socket.nio.NioServerSocketChannel;
+import io.netty.util.concurrent.GlobalEventExecutor;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+import java.io.IOException;
+import java.net.InetSocketAddress;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.ThreadFactory;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.AtomicLong;
+
+/**
+ * A listening NBD server. Uses netty's native epoll transport (NIO only where epoll is not
+ * available) with one event loop per core for sockets and a separate thread pool for
+ * storage calls, so a slow disk never stalls the network.
+ */
+public final class NbdServer implements AutoCloseable {
+    private static final Logger log = LoggerFactory.getLogger(NbdServer.class);
+
+    private final ExportRegistry exports;
+    private final ServerSettings settings;
+    private final EventLoopGroup bossGroup;
+    private final EventLoopGroup workerGroup;
+    private final ExecutorService io;
+    private final ChannelGroup connections = new DefaultChannelGroup(GlobalEventExecutor.INSTANCE);
+    private final AtomicLong connectionIds = new AtomicLong();
+    private volatile boolean shuttingDown;
+    private Channel listener;
+
+    private NbdServer(ExportRegistry exports, ServerSettings settings) {
+        this.exports = exports;
+        this.settings = settings;
+        var factory = Epoll.isAvailable() ? EpollIoHandler.newFactory() : NioIoHandler.newFactory();
+        this.bossGroup = new MultiThreadIoEventLoopGroup(1, factory);
+        this.workerGroup = new MultiThreadIoEventLoopGroup(Runtime.getRuntime().availableProcessors(), factory);
+        this.io = Executors.newFixedThreadPool(settings.ioThreads(), daemonThreads("nbd-io-"));
+    }
+
+    /** Opens nothing itself: {@code exports} are already open and become owned by the server. */
+    public static NbdServer start(InetSocketAddress bind, ExportRegistry exports, ServerSettings settings)
+            throws IOException, InterruptedException {
+        NbdServer server = new NbdServer(exports, settings);
+        try {
+            server.bind(bind);
+        } catch (IOException | RuntimeException | InterruptedException e) {
+            server.close();
+            throw e;
+        }
+        return server;
+    }
+
+    private void bind(InetSocketAddress address) throws IOException, InterruptedException {
+        ServerContext context = new ServerContext(exports, settings, io, () -> shuttingDown);
+        Class<? extends ServerSocketChannel> channelType =
+                Epoll.isAvailable() ? EpollServerSocketChannel.class : NioServerSocketChannel.class;
+        ServerBootstrap bootstrap = new ServerBootstrap()
+                .group(bossGroup, workerGroup)
+                .channel(channelType)
+                .option(ChannelOption.SO_REUSEADDR, true)
+                .option(ChannelOption.SO_BACKLOG, 128)
+                .childOption(ChannelOption.TCP_NODELAY, true)
+                .childOption(ChannelOption.SO_KEEPALIVE, true)
+                .childOption(ChannelOption.WRITE_BUFFER_WATER_MARK, new WriteBufferWaterMark(8 << 20, 32 << 20))
+                .childHandler(new ChannelInitializer<SocketChannel>() {
+                    @Override
+                    protected void initChannel(SocketChannel ch) {
+                        ConnectionContext conn = new ConnectionContext(connectionIds.incrementAndGet(), ch.remoteAddress());
+                        connections.add(ch);
+                        ch.pipeline().addLast("decoder", new OptionDecoder());
+                        ch.pipeline().addLast("haggler", new OptionHaggler(context, conn));
+                        log.debug("{} connected", conn);
+                    }
+                });
+        try {
+            listener = bootstrap.bind(address).sync().channel();
+        } catch (Exception e) {
+            if (e instanceof InterruptedException ie) {
+                throw ie;
+            }
+            throw new IOException("cannot listen on " + address.getHostString() + ":" + address.getPort() + ": "
+                    + e.getMessage(), e);
+        }
+        log.info("listening on {} ({} transport, {} I/O threads), exports: {}", listener.localAddress(),
+                Epoll.isAvailable() ? "epoll" : "nio", settings.ioThreads(),
+                String.join(", ", exports.all().stream().map(e -> e.name() + " (" + e.size() + " bytes"
+                        + (e.readOnly() ? ", read-only" : "") + ")").toList()));
+    }
+
+    /** The bound port, useful when binding to port 0. */
+    public int port() {
+        return ((InetSocketAddress) listener.localAddress()).getPort();
+    }
+
+    public void awaitClose() throws InterruptedException {
+        listener.closeFuture().sync();
+    }
+
+    /**
+     * Stops accepting, lets in-flight requests finish (new ones get ESHUTDOWN), closes every
+     * connection, makes all writes durable and closes the exports.
+     */
+    public void shutdownGracefully() {
+        if (shuttingDown) {
+            return;
+        }
+        shuttingDown = true;
+        log.info("shutting down: no new connections, waiting for {} connection(s) to finish in-flight requests",
+                connections.size());
+        if (listener != null) {
+            listener.close().awaitUninterruptibly();
+        }
+        long deadline = System.nanoTime() + settings.shutdownGrace().toNanos();
+        for (Channel ch : connections) {
+            ch.eventLoop().execute(() -> {
+                ch.config().setAutoRead(false);
+                closeWhenIdle(ch, deadline);
+            });
+        }
+        connections.newCloseFuture().awaitUninterruptibly(settings.shutdownGrace().toMillis() + 1000);
+        for (Export export : exports.all()) {
+            try {
+                export.backend().flush();
+            } catch (IOException e) {
+                log.error("export={} final flush failed: {}", export.name(), e.getMessage());
+            }
+        }
+        close();
+        log.info("shutdown complete");
+    }
+
+    private static void closeWhenIdle(Channel ch, long deadline) {
+        TransmissionHandler transmission = ch.pipeline().get(TransmissionHandler.class);
+        if (transmission == null || transmission.idle() || System.nanoTime() > deadline) {
+            ch.close();
+        } else {
+            ch.eventLoop().schedule(() -> closeWhenIdle(ch, deadline), 10, TimeUnit.MILLISECONDS);
+        }
+    }
+
+    @Override
+    public void close() {
+        shuttingDown = true;
+        if (listener != null) {
+            listener.close().awaitUninterruptibly();
+        }
+        connections.close().awaitUninterruptibly();
+        io.shutdown();
+        try {
+            io.awaitTermination(5, TimeUnit.SECONDS);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+        bossGroup.shutdownGracefully(0, 1, TimeUnit.SECONDS).awaitUninterruptibly();
+        workerGroup.shutdownGracefully(0, 1, TimeUnit.SECONDS).awaitUninterruptibly();
+        try {
+            exports.close();
+        } catch (IOException e) {
+            log.error("closing exports failed: {}", e.getMessage());
+        }
+    }
+
+    private static ThreadFactory daemonThreads(String prefix) {
+        AtomicInteger n = new AtomicInteger();
+        return r -> {
+            Thread t = new Thread(r, prefix + n.incrementAndGet());
+            t.setDaemon(true);
+            return t;
+        };
+    }
+}
