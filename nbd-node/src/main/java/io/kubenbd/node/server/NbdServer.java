@@ -112,6 +112,11 @@ public final class NbdServer implements AutoCloseable {
         return ((InetSocketAddress) listener.localAddress()).getPort();
     }
 
+    /** Connections of {@code exportName} in transmission now (0 for an unknown export). */
+    public int activeConnections(String exportName) {
+        return exports.find(exportName).map(Export::activeConnections).orElse(0);
+    }
+
     public void awaitClose() throws InterruptedException {
         listener.closeFuture().sync();
     }
