@@ -23,6 +23,7 @@ final class SparseFileBackend implements StorageBackend {
     private volatile boolean zeroRangeSupported = true;
     private volatile boolean allocateSupported = true;
     private volatile boolean seekDataSupported = true;
+    private final DataRunCache knownData = new DataRunCache();
 
     private SparseFileBackend(NativeFile file, long size) {
         this.file = file;
@@ -159,6 +160,11 @@ final class SparseFileBackend implements StorageBackend {
         if (!seekDataSupported) {
             return Extent.data(end - position);
         }
+        long cachedEnd = knownData.dataEndAt(position);
+        if (cachedEnd > 0) {
+            return Extent.data(Math.min(cachedEnd, end) - position);
+        }
+        long token = knownData.generation();
         long hole;
         try {
             // Asking for the next hole first answers the common all-data case with one call.
@@ -177,6 +183,7 @@ final class SparseFileBackend implements StorageBackend {
             }
         }
         if (hole > position) {
+            knownData.remember(token, position, hole);
             return Extent.data(Math.min(hole, end) - position);
         }
         long data;
@@ -198,6 +205,7 @@ final class SparseFileBackend implements StorageBackend {
         }
         try {
             file.fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length);
+            knownData.invalidate();
             return true;
         } catch (ErrnoException e) {
             if (e.errno() != Errno.EOPNOTSUPP) {
@@ -214,6 +222,7 @@ final class SparseFileBackend implements StorageBackend {
         }
         try {
             file.fallocate(FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, offset, length);
+            knownData.invalidate();
             return true;
         } catch (ErrnoException e) {
             if (e.errno() != Errno.EOPNOTSUPP) {
@@ -227,6 +236,7 @@ final class SparseFileBackend implements StorageBackend {
     private boolean allocate(long offset, long length) throws ErrnoException {
         try {
             file.fallocate(0, offset, length);
+            knownData.invalidate();
             return true;
         } catch (ErrnoException e) {
             if (e.errno() != Errno.EOPNOTSUPP) {

@@ -138,6 +138,26 @@ class SparseFileBackendTest {
         }
     }
 
+    /** Allocation answers come from a cache of the last data run; anything that makes holes must drop it. */
+    @ParameterizedTest
+    @MethodSource("directories")
+    void allocationSeesHolesMadeAfterItWasAsked(Path directory) throws IOException {
+        Path file = sparseFile(directory, 4 * MIB);
+        try (StorageBackend backend = StorageBackend.open(file, false)) {
+            backend.write(0, ByteBuffer.wrap(randomBytes(MIB, 8)));
+            assertThat(backend.allocation(0, MIB, 10)).containsExactly(Extent.data(MIB));
+            assertThat(backend.allocation(64 * KIB, 4 * KIB, 10)).containsExactly(Extent.data(4 * KIB));
+
+            backend.trim(64 * KIB, 64 * KIB);
+            assertThat(backend.allocation(0, 256 * KIB, 10)).containsExactly(
+                    Extent.data(64 * KIB), Extent.sparseHole(64 * KIB), Extent.data(128 * KIB));
+
+            assertThat(backend.allocation(512 * KIB, 4 * KIB, 10)).containsExactly(Extent.data(4 * KIB));
+            backend.writeZeroes(512 * KIB, 64 * KIB, true, false);
+            assertThat(backend.allocation(512 * KIB, 64 * KIB, 10)).containsExactly(Extent.sparseHole(64 * KIB));
+        }
+    }
+
     @ParameterizedTest
     @MethodSource("directories")
     void trimPunchesHoleWithoutChangingSize(Path directory) throws IOException {
