@@ -138,6 +138,24 @@ class OptionDecoderTest {
     }
 
     @Test
+    void nothingIsDecodedAfterAFatalError() {
+        // Once framing is lost, later bytes must not become options, neither in later reads
+        // nor when the decoder drains its input as the channel closes.
+        ByteBuf b = Unpooled.buffer();
+        b.writeInt(1);
+        b.writeLong(0x4142434445464748L);
+        b.writeBytes(optionBytes(OptionType.EXPORT_NAME, "disk".getBytes(StandardCharsets.UTF_8)));
+        fed.add(b);
+        assertThatThrownBy(() -> channel.writeInbound(b)).isInstanceOf(CorruptedFrameException.class);
+        assertThat(drain()).containsExactly(new ClientFlags(1));
+        byte[] more = optionBytes(OptionType.GO, new byte[0]);
+        feed(more, 0, more.length);
+        assertThat(drain()).isEmpty();
+        channel.finish();
+        assertThat(drain()).isEmpty();
+    }
+
+    @Test
     void oversizedOptionIsSkippedAndTheNextOneDecodes() {
         int size = 1024 * 1024;
         ByteBuf start = Unpooled.buffer();
