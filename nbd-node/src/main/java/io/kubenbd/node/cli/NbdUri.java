@@ -2,8 +2,6 @@ package io.kubenbd.node.cli;
 
 import java.net.URI;
 import java.net.URISyntaxException;
-import java.net.URLDecoder;
-import java.nio.charset.StandardCharsets;
 
 /** An {@code nbd://HOST[:PORT][/EXPORT]} address (the NBD URI scheme qemu and libnbd use). */
 record NbdUri(String host, int port, String exportName) {
@@ -22,8 +20,9 @@ record NbdUri(String host, int port, String exportName) {
         if (uri.getHost() == null) {
             throw new IllegalArgumentException("'" + text + "' has no host");
         }
-        String path = uri.getRawPath() == null ? "" : uri.getRawPath();
-        String name = URLDecoder.decode(path.startsWith("/") ? path.substring(1) : path, StandardCharsets.UTF_8);
+        // getPath() undoes percent-encoding only; URLDecoder would also turn '+' into a space.
+        String path = uri.getPath() == null ? "" : uri.getPath();
+        String name = path.startsWith("/") ? path.substring(1) : path;
         return new NbdUri(uri.getHost(), uri.getPort() < 0 ? DEFAULT_PORT : uri.getPort(), name);
     }
 }

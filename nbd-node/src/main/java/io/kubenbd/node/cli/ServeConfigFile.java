@@ -1,5 +1,6 @@
 package io.kubenbd.node.cli;
 
+import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.dataformat.yaml.YAMLFactory;
 import io.kubenbd.node.server.ExportConfig;
@@ -29,7 +30,10 @@ record ServeConfigFile(String bind, Integer port, List<ExportConfig> exports) {
     static ServeConfigFile load(Path file) throws IOException {
         Map<?, ?> root;
         try {
-            root = new ObjectMapper(new YAMLFactory()).readValue(file.toFile(), Map.class);
+            ObjectMapper mapper = new ObjectMapper(new YAMLFactory());
+            // A file with no document at all (empty, or only comments) reads as a missing node, not null.
+            JsonNode tree = mapper.readTree(file.toFile());
+            root = tree == null || tree.isMissingNode() ? null : mapper.treeToValue(tree, Map.class);
         } catch (IOException e) {
             throw new IOException("config " + file + ": " + e.getMessage().lines().findFirst().orElse(""), e);
         }

@@ -4,6 +4,7 @@ import io.netty.buffer.ByteBuf;
 import io.netty.channel.ChannelHandlerContext;
 import io.netty.handler.codec.ByteToMessageDecoder;
 import io.netty.handler.codec.CorruptedFrameException;
+import io.netty.handler.codec.DecoderException;
 
 import java.util.List;
 
@@ -15,7 +16,7 @@ import java.util.List;
 public final class OptionDecoder extends ByteToMessageDecoder {
     private static final int OPTION_HEADER = 16;
 
-    private enum State { CLIENT_FLAGS, OPTION_HEADER, OPTION_DATA, SKIP_DATA }
+    private enum State { CLIENT_FLAGS, OPTION_HEADER, OPTION_DATA, SKIP_DATA, FAILED }
 
     private State state = State.CLIENT_FLAGS;
     private int option;
@@ -23,7 +24,19 @@ public final class OptionDecoder extends ByteToMessageDecoder {
 
     @Override
     protected void decode(ChannelHandlerContext ctx, ByteBuf in, List<Object> out) {
+        try {
+            decodeOption(in, out);
+        } catch (DecoderException e) {
+            // Framing is lost: nothing after the error may become an option, not even while the channel closes.
+            state = State.FAILED;
+            in.skipBytes(in.readableBytes());
+            throw e;
+        }
+    }
+
+    private void decodeOption(ByteBuf in, List<Object> out) {
         switch (state) {
+            case FAILED -> in.skipBytes(in.readableBytes());
             case CLIENT_FLAGS -> {
                 if (in.readableBytes() >= 4) {
                     out.add(new ClientFlags(in.readInt()));
@@ -51,7 +64,7 @@ public final class OptionDecoder extends ByteToMessageDecoder {
                 } else {
                     state = State.OPTION_DATA;
                 }
-                decode(ctx, in, out);
+                decodeOption(in, out);
             }
             case OPTION_DATA -> {
                 if (in.readableBytes() < remaining) {

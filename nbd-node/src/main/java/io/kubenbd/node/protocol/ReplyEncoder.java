@@ -148,6 +148,10 @@ public final class ReplyEncoder extends MessageToMessageEncoder<Reply> {
         if (bytes.length <= MAX_MESSAGE) {
             return bytes;
         }
-        return java.util.Arrays.copyOf(bytes, MAX_MESSAGE);
+        int end = MAX_MESSAGE;
+        while (end > 0 && (bytes[end] & 0xC0) == 0x80) {
+            end--; // bytes[end] continues a character: cut before that character starts
+        }
+        return java.util.Arrays.copyOf(bytes, end);
     }
 }

@@ -4,6 +4,7 @@ import io.netty.buffer.ByteBuf;
 import io.netty.channel.ChannelHandlerContext;
 import io.netty.handler.codec.ByteToMessageDecoder;
 import io.netty.handler.codec.CorruptedFrameException;
+import io.netty.handler.codec.DecoderException;
 import io.netty.handler.codec.TooLongFrameException;
 
 import java.util.List;
@@ -20,7 +21,7 @@ public final class RequestDecoder extends ByteToMessageDecoder {
     private static final int COMPACT_HEADER = 28;
     private static final int EXTENDED_HEADER = 32;
 
-    private enum State { HEADER, PAYLOAD, SKIP_PAYLOAD }
+    private enum State { HEADER, PAYLOAD, SKIP_PAYLOAD, FAILED }
 
     private final boolean extended;
     private State state = State.HEADER;
@@ -33,8 +34,27 @@ public final class RequestDecoder extends ByteToMessageDecoder {
 
     @Override
     protected void decode(ChannelHandlerContext ctx, ByteBuf in, List<Object> out) {
+        if (state == State.FAILED) {
+            in.skipBytes(in.readableBytes());
+            return;
+        }
+        try {
+            decodeRequests(in, out);
+        } catch (DecoderException e) {
+            // The stream position is lost: nothing after a framing error may become a request, neither in
+            // later reads nor when the decoder drains its input as the channel closes.
+            state = State.FAILED;
+            in.skipBytes(in.readableBytes());
+            throw e;
+        }
+    }
+
+    private void decodeRequests(ByteBuf in, List<Object> out) {
         while (true) {
             switch (state) {
+                case FAILED -> {
+                    return;
+                }
                 case HEADER -> {
                     if (!readHeader(in, out)) {
                         return;
