@@ -11,11 +11,13 @@ import java.util.Set;
 /**
  * The one parser of export definitions. {@code --export NAME=PATH[,key[=value]...]} and each
  * entry of a YAML config become the same key/value map and are checked here, so a key added
- * later works in both places. A comma followed by text that is not a known key belongs to
- * the previous value, so paths and descriptions may contain commas.
+ * later works in both places. A comma followed by text that is not a key belongs to the
+ * previous value, so paths and descriptions may contain commas; text shaped like
+ * {@code word=value} with an unknown word is refused as a mistyped key.
  */
 final class ExportSpec {
     static final Set<String> KEYS = Set.of("readonly", "description", "max-connections");
+    private static final java.util.regex.Pattern KEY_SHAPE = java.util.regex.Pattern.compile("[A-Za-z][A-Za-z0-9_-]*");
 
     private ExportSpec() {}
 
@@ -33,6 +35,11 @@ final class ExportSpec {
         for (int i = 1; i < parts.length; i++) {
             String part = parts[i];
             String key = part.contains("=") ? part.substring(0, part.indexOf('=')) : part;
+            if (part.contains("=") && KEY_SHAPE.matcher(key).matches() && !KEYS.contains(key.toLowerCase(Locale.ROOT))) {
+                // Most likely a mistyped key; swallowing it into the previous value would hide the typo.
+                throw new IllegalArgumentException("--export '" + name + "': unknown key '" + key
+                        + "' (known: " + String.join(", ", KEYS.stream().sorted().toList()) + ")");
+            }
             if (KEYS.contains(key.toLowerCase(Locale.ROOT))) {
                 lastKey = key.toLowerCase(Locale.ROOT);
                 if (options.containsKey(lastKey)) {

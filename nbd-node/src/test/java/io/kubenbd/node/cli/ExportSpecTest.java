@@ -60,8 +60,8 @@ class ExportSpecTest {
         ExportConfig c = ExportSpec.parse("disk=/data/a,b,c.img,max-connections=2");
         assertThat(c.path()).isEqualTo(Path.of("/data/a,b,c.img"));
         assertThat(c.maxConnections()).isEqualTo(2);
-        // Text after the path that is not a known key belongs to the path.
-        assertThat(ExportSpec.parse("disk=/data/x,y=z").path()).isEqualTo(Path.of("/data/x,y=z"));
+        // Text after the path that is not shaped like a key belongs to the path.
+        assertThat(ExportSpec.parse("disk=/data/x,1=z").path()).isEqualTo(Path.of("/data/x,1=z"));
     }
 
     @Test
@@ -104,6 +104,16 @@ class ExportSpecTest {
                 .isInstanceOf(IllegalArgumentException.class)
                 .hasMessageContaining("export 'disk': unknown key 'size'")
                 .hasMessageContaining("known: description, max-connections, readonly");
+    }
+
+    @Test
+    void aMistypedKeyIsRefusedNotSwallowedIntoTheDescription() {
+        assertThatThrownBy(() -> ExportSpec.parse("disk=/d,description=x,max-conections=4"))
+                .isInstanceOf(IllegalArgumentException.class)
+                .hasMessageContaining("unknown key 'max-conections'");
+        assertThatThrownBy(() -> ExportSpec.parse("disk=/data/x,y=z"))
+                .isInstanceOf(IllegalArgumentException.class)
+                .hasMessageContaining("unknown key 'y'");
     }
 
     @Test
