@@ -10,6 +10,7 @@ import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
+import java.util.function.IntFunction;
 
 /**
  * A real NBD server process on a free loopback port: {@code nbd-node serve} from the
@@ -30,15 +31,27 @@ public final class ServerProcess implements AutoCloseable {
 
     /** Starts {@code nbd-node serve --bind 127.0.0.1 --port P} with the given extra arguments. */
     public static ServerProcess nbdNode(String... serveArgs) throws IOException, InterruptedException {
+        return nbdNodeWith(port -> {
+            List<String> args = new ArrayList<>(List.of("--bind", "127.0.0.1", "--port", String.valueOf(port)));
+            args.addAll(List.of(serveArgs));
+            return args;
+        });
+    }
+
+    /**
+     * Starts {@code nbd-node serve} with exactly the arguments {@code serveArgsForPort} gives for
+     * a free port (no --bind/--port added), e.g. to put the port in a --config file.
+     */
+    public static ServerProcess nbdNodeWith(IntFunction<List<String>> serveArgsForPort)
+            throws IOException, InterruptedException {
         Path jar = Path.of("target", "nbd-node.jar").toAbsolutePath();
         if (!Files.isRegularFile(jar)) {
             throw new AssertionError(jar + " is missing: integration tests run after 'mvn package'");
         }
         String java = Path.of(System.getProperty("java.home"), "bin", "java").toString();
         return start(port -> {
-            List<String> command = new ArrayList<>(List.of(java, "-jar", jar.toString(), "serve",
-                    "--bind", "127.0.0.1", "--port", String.valueOf(port)));
-            command.addAll(List.of(serveArgs));
+            List<String> command = new ArrayList<>(List.of(java, "-jar", jar.toString(), "serve"));
+            command.addAll(serveArgsForPort.apply(port));
             return command;
         });
     }
