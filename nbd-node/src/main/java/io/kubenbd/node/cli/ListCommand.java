@@ -14,9 +14,9 @@ import java.time.Duration;
 import java.util.List;
 import java.util.concurrent.Callable;
 
-@Command(name = "list", mixinStandardHelpOptions = true,
-        description = {"List the exports of an NBD server with size, flags, block sizes and meta contexts,",
-                "in the layout of 'qemu-nbd --list'. Negotiates extended headers when the server has them."})
+@Command(name = "list", mixinStandardHelpOptions = true, usageHelpAutoWidth = true,
+        description = "List the exports of an NBD server with size, flags, block sizes and meta contexts, "
+                + "in the layout of 'qemu-nbd --list'. Negotiates extended headers when the server has them.")
 final class ListCommand implements Callable<Integer> {
 
     @Parameters(paramLabel = "URI", description = "nbd://HOST[:PORT] (port 10809 by default)")

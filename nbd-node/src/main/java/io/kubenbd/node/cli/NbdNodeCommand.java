@@ -6,7 +6,7 @@ import picocli.CommandLine.Command;
 import java.io.IOException;
 
 /** Entry point of {@code java -jar nbd-node.jar}. */
-@Command(name = "nbd-node", mixinStandardHelpOptions = true, version = "nbd-node 0.1.0",
+@Command(name = "nbd-node", mixinStandardHelpOptions = true, usageHelpAutoWidth = true, version = "nbd-node 0.1.0",
         description = "kube-nbd data plane: serves and inspects NBD exports.",
         subcommands = {ServeCommand.class, ListCommand.class, CommandLine.HelpCommand.class})
 public final class NbdNodeCommand implements Runnable {

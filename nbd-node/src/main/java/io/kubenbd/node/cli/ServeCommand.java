@@ -16,16 +16,21 @@ import java.util.List;
 import java.util.concurrent.Callable;
 import java.util.concurrent.CountDownLatch;
 
-@Command(name = "serve", mixinStandardHelpOptions = true,
-        description = {"Serve files or block devices over NBD (fixed newstyle, structured replies, extended headers,",
-                "base:allocation block status, multi-conn). SIGTERM or SIGINT: stop accepting, finish in-flight",
-                "requests, flush, exit 0."},
-        footer = {"", "Export keys: readonly (flag), description=TEXT, max-connections=N (default 8; more than 1",
-                "advertises multi-conn). Example:",
-                "  nbd-node serve --port 10809 --export disk=/var/lib/disk.img,description=VM disk,max-connections=4"})
+@Command(name = "serve", mixinStandardHelpOptions = true, usageHelpAutoWidth = true,
+        description = "Serve files or block devices over NBD: fixed newstyle handshake, structured replies, "
+                + "extended headers, base:allocation block status, multi-conn. SIGTERM or SIGINT stops accepting, "
+                + "finishes in-flight requests, flushes and exits 0.",
+        footer = {"",
+                "Export keys (after NAME=PATH, comma-separated):",
+                "  readonly            refuse writes",
+                "  description=TEXT    shown to clients listing the exports",
+                "  max-connections=N   connections at once (default 8; above 1 advertises multi-conn)",
+                "",
+                "Example:",
+                "  nbd-node serve --port 10809 --export 'disk=/var/lib/disk.img,description=VM disk,max-connections=4'"})
 final class ServeCommand implements Callable<Integer> {
 
-    @Option(names = "--bind", paramLabel = "ADDR", description = "Address to listen on (default: ${DEFAULT-VALUE}).")
+    @Option(names = "--bind", paramLabel = "ADDR", description = "Address to listen on (default: 0.0.0.0).")
     String bind;
 
     @Option(names = "--port", paramLabel = "N", description = "TCP port (default: 10809).")

@@ -1,5 +1,8 @@
 package io.kubenbd.node.server;
 
+import io.kubenbd.node.protocol.Limits;
+
+import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
 import java.util.Objects;
 
@@ -15,7 +18,7 @@ public record ExportConfig(String name, Path path, boolean readOnly, String desc
         Objects.requireNonNull(name, "name");
         Objects.requireNonNull(path, "path");
         description = description == null ? "" : description;
-        if (name.getBytes(java.nio.charset.StandardCharsets.UTF_8).length > io.kubenbd.node.protocol.Limits.MAX_STRING) {
+        if (name.getBytes(StandardCharsets.UTF_8).length > Limits.MAX_STRING) {
             throw new IllegalArgumentException("export name longer than 4096 bytes");
         }
         if (maxConnections < 1) {

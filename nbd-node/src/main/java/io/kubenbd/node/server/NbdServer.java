@@ -117,10 +117,6 @@ public final class NbdServer implements AutoCloseable {
         return exports.find(exportName).map(Export::activeConnections).orElse(0);
     }
 
-    public void awaitClose() throws InterruptedException {
-        listener.closeFuture().sync();
-    }
-
     /**
      * Stops accepting, lets in-flight requests finish (new ones get ESHUTDOWN), closes every
      * connection, makes all writes durable and closes the exports.

@@ -301,6 +301,10 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
         } catch (RuntimeException e) {
             log.error("{} {} failed unexpectedly", conn, h.describe(), e);
             return Reply.error(h, NbdError.EIO, "internal server error");
+        } catch (OutOfMemoryError e) {
+            // Netty's direct-memory limit: refuse this request, keep the connection and the worker alive.
+            log.warn("{} {} failed: out of buffer memory ({})", conn, h.describe(), e.getMessage());
+            return Reply.error(h, NbdError.ENOMEM, "server is out of buffer memory");
         } finally {
             ReferenceCountUtil.release(request);
         }
