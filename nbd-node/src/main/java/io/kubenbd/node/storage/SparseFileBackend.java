@@ -7,6 +7,8 @@ import static io.kubenbd.node.storage.LinuxSyscalls.FALLOC_FL_ZERO_RANGE;
 import java.nio.ByteBuffer;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Set;
+import java.util.concurrent.ConcurrentHashMap;
 
 /**
  * A regular file, usually sparse. Trim punches holes, zeroing prefers fallocate modes over
@@ -19,9 +21,8 @@ final class SparseFileBackend implements StorageBackend {
     private final NativeFile file;
     private final long size;
     // Written once when the file system first answers EOPNOTSUPP/EINVAL; racing threads at worst ask again.
-    private volatile boolean punchHoleSupported = true;
-    private volatile boolean zeroRangeSupported = true;
-    private volatile boolean allocateSupported = true;
+    /** fallocate modes the file system answered EOPNOTSUPP to; racing threads at worst ask twice. */
+    private final Set<FallocateMode> unsupported = ConcurrentHashMap.newKeySet();
     private volatile boolean seekDataSupported = true;
     private final DataRunCache knownData = new DataRunCache();
 
@@ -36,7 +37,7 @@ final class SparseFileBackend implements StorageBackend {
             // Punching at the end of the file with KEEP_SIZE changes nothing but tells whether holes can be
             // punched. Only EOPNOTSUPP is a verdict; any other error is left for a real trim to report.
             try {
-                backend.punchHole(size, 1);
+                backend.fallocate(FallocateMode.PUNCH_HOLE, size, 1);
             } catch (ErrnoException inconclusive) {
                 // supportsTrim stays true
             }
@@ -72,7 +73,7 @@ final class SparseFileBackend implements StorageBackend {
     /** False when read-only or when the file system cannot punch holes (ramfs, for one). */
     @Override
     public boolean supportsTrim() {
-        return !file.readOnly() && punchHoleSupported;
+        return !file.readOnly() && !unsupported.contains(FallocateMode.PUNCH_HOLE);
     }
 
     @Override
@@ -94,25 +95,23 @@ final class SparseFileBackend implements StorageBackend {
     @Override
     public void trim(long offset, long length) throws ErrnoException {
         requireWritable("fallocate");
-        if (punchHoleSupported) {
-            punchHole(offset, length);
-        }
+        fallocate(FallocateMode.PUNCH_HOLE, offset, length);
     }
 
     @Override
     public boolean writeZeroes(long offset, long length, boolean mayPunchHole, boolean fastOnly)
             throws ErrnoException {
         requireWritable("fallocate");
-        if (mayPunchHole && punchHole(offset, length)) {
+        if (mayPunchHole && fallocate(FallocateMode.PUNCH_HOLE, offset, length)) {
             return true;
         }
-        if (zeroRange(offset, length)) {
+        if (fallocate(FallocateMode.ZERO_RANGE, offset, length)) {
             return true;
         }
-        if (punchHoleSupported && allocateSupported) {
+        if (!unsupported.contains(FallocateMode.PUNCH_HOLE) && !unsupported.contains(FallocateMode.ALLOCATE)) {
             // tmpfs has no ZERO_RANGE: a punched hole reads as zeroes, re-allocating keeps it from being a hole.
-            if (punchHole(offset, length)) {
-                if (allocate(offset, length)) {
+            if (fallocate(FallocateMode.PUNCH_HOLE, offset, length)) {
+                if (fallocate(FallocateMode.ALLOCATE, offset, length)) {
                     return true;
                 }
                 // The range already reads as zeroes but is a hole; only writing can allocate it now.
@@ -198,51 +197,37 @@ final class SparseFileBackend implements StorageBackend {
         return Extent.sparseHole(Math.min(data, end) - position);
     }
 
-    /** Returns false, having changed nothing, if the file system cannot punch holes. */
-    private boolean punchHole(long offset, long length) throws ErrnoException {
-        if (!punchHoleSupported) {
-            return false;
-        }
-        try {
-            file.fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length);
-            knownData.invalidate();
-            return true;
-        } catch (ErrnoException e) {
-            if (e.errno() != Errno.EOPNOTSUPP) {
-                throw e;
-            }
-            punchHoleSupported = false;
-            return false;
+    /** The fallocate calls this backend makes, each of which a file system may not support. */
+    private enum FallocateMode {
+        PUNCH_HOLE(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE),
+        ZERO_RANGE(FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE),
+        ALLOCATE(0);
+
+        final int flags;
+
+        FallocateMode(int flags) {
+            this.flags = flags;
         }
     }
 
-    private boolean zeroRange(long offset, long length) throws ErrnoException {
-        if (!zeroRangeSupported) {
+    /**
+     * Returns false, having changed nothing, if the file system does not support {@code mode}.
+     * Every mode can turn data into holes as SEEK_HOLE sees them, so each success drops the
+     * cached data run.
+     */
+    private boolean fallocate(FallocateMode mode, long offset, long length) throws ErrnoException {
+        if (unsupported.contains(mode)) {
             return false;
         }
         try {
-            file.fallocate(FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, offset, length);
+            file.fallocate(mode.flags, offset, length);
             knownData.invalidate();
             return true;
         } catch (ErrnoException e) {
             if (e.errno() != Errno.EOPNOTSUPP) {
                 throw e;
             }
-            zeroRangeSupported = false;
-            return false;
-        }
-    }
-
-    private boolean allocate(long offset, long length) throws ErrnoException {
-        try {
-            file.fallocate(0, offset, length);
-            knownData.invalidate();
-            return true;
-        } catch (ErrnoException e) {
-            if (e.errno() != Errno.EOPNOTSUPP) {
-                throw e;
-            }
-            allocateSupported = false;
+            unsupported.add(mode);
             return false;
         }
     }

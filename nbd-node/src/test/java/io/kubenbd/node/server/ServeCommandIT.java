@@ -129,6 +129,21 @@ class ServeCommandIT {
     }
 
     @Test
+    void runningOutOfBufferMemoryFailsTheRequestNotTheConnection() throws Exception {
+        Path image = scratch.sparseFile("disk.img", 64L << 20);
+        try (ServerProcess server = ServerProcess.nbdNodeWith(List.of("-XX:MaxDirectMemorySize=24m"),
+                port -> List.of("--bind", "127.0.0.1", "--port", String.valueOf(port), "--export", "disk=" + image));
+             NbdClient client = NbdClient.connect("127.0.0.1", server.port(), LIMIT)) {
+            client.go("disk");
+            // 32 MiB is a legal read, but its buffer cannot fit in 24 MiB of direct memory.
+            var reply = client.call(io.kubenbd.node.protocol.CommandType.READ, 0, 0, 32 << 20, null);
+            assertThat(reply.error()).isEqualTo(io.kubenbd.node.protocol.NbdError.ENOMEM);
+            assertThat(client.read(4096, 4096)).hasSize(4096);
+            assertThat(server.log()).contains("out of buffer memory");
+        }
+    }
+
+    @Test
     void aMissingImageFailsNamingThePath() throws Exception {
         Path missing = scratch.resolve("no-such-dir").resolve("disk.img");
         PeerCommand.Result result = serve(List.of("--export", "disk=" + missing));

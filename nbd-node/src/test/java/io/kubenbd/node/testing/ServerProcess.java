@@ -44,13 +44,21 @@ public final class ServerProcess implements AutoCloseable {
      */
     public static ServerProcess nbdNodeWith(IntFunction<List<String>> serveArgsForPort)
             throws IOException, InterruptedException {
+        return nbdNodeWith(List.of(), serveArgsForPort);
+    }
+
+    /** As {@link #nbdNodeWith(IntFunction)}, with JVM options before {@code -jar}. */
+    public static ServerProcess nbdNodeWith(List<String> jvmOptions, IntFunction<List<String>> serveArgsForPort)
+            throws IOException, InterruptedException {
         Path jar = Path.of("target", "nbd-node.jar").toAbsolutePath();
         if (!Files.isRegularFile(jar)) {
             throw new AssertionError(jar + " is missing: integration tests run after 'mvn package'");
         }
         String java = Path.of(System.getProperty("java.home"), "bin", "java").toString();
         return start(port -> {
-            List<String> command = new ArrayList<>(List.of(java, "-jar", jar.toString(), "serve"));
+            List<String> command = new ArrayList<>(List.of(java));
+            command.addAll(jvmOptions);
+            command.addAll(List.of("-jar", jar.toString(), "serve"));
             command.addAll(serveArgsForPort.apply(port));
             return command;
         });
@@ -95,10 +103,14 @@ public final class ServerProcess implements AutoCloseable {
     }
 
     @Override
-    public void close() throws IOException, InterruptedException {
+    public void close() throws IOException {
         if (process.isAlive()) {
             process.destroyForcibly();
-            process.waitFor(10, TimeUnit.SECONDS);
+            try {
+                process.waitFor(10, TimeUnit.SECONDS);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
         }
         Files.deleteIfExists(log);
     }
