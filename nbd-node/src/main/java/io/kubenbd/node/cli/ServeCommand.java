@@ -4,6 +4,11 @@ import io.kubenbd.node.server.ExportConfig;
 import io.kubenbd.node.server.ExportRegistry;
 import io.kubenbd.node.server.NbdServer;
 import io.kubenbd.node.server.ServerSettings;
+import io.kubenbd.node.tls.ServerTls;
+import io.kubenbd.node.tls.ServerTlsCredentials;
+import io.kubenbd.node.tls.TlsMode;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 import sun.misc.Signal;
@@ -25,6 +30,9 @@ import java.util.concurrent.CountDownLatch;
                 "  readonly            refuse writes",
                 "  description=TEXT    shown to clients listing the exports",
                 "  max-connections=N   connections at once (default 8; above 1 advertises multi-conn)",
+                "",
+                "TLS: --tls-psk FILE (make one with: psktool -u alice -p keys.psk), or --tls-cert FILE --tls-key FILE",
+                "[--tls-ca FILE]. Key and certificate files are re-read when they change; live connections go on.",
                 "",
                 "Example:",
                 "  nbd-node serve --port 10809 --export 'disk=/var/lib/disk.img,description=VM disk,max-connections=4'"})
@@ -56,6 +64,25 @@ final class ServeCommand implements Callable<Integer> {
             description = "Requests per connection worked on at once before reading pauses (default: ${DEFAULT-VALUE}).")
     int maxInFlight;
 
+    @Option(names = "--tls", paramLabel = "MODE",
+            description = "off, on (STARTTLS offered) or require (nothing but STARTTLS before TLS). "
+                    + "Default: require when credentials are given, else off.")
+    String tlsMode;
+
+    @Option(names = "--tls-psk", paramLabel = "FILE",
+            description = "Pre-shared keys, identity:hexkey per line (psktool and qemu tls-creds-psk format).")
+    Path tlsPsk;
+
+    @Option(names = "--tls-cert", paramLabel = "FILE", description = "X.509 server certificate chain (PEM).")
+    Path tlsCert;
+
+    @Option(names = "--tls-key", paramLabel = "FILE", description = "Private key of --tls-cert (PEM).")
+    Path tlsKey;
+
+    @Option(names = "--tls-ca", paramLabel = "FILE",
+            description = "Require client certificates that chain to this CA (PEM).")
+    Path tlsCa;
+
     @Override
     public Integer call() throws Exception {
         List<ExportConfig> configs = new ArrayList<>();
@@ -84,7 +111,7 @@ final class ServeCommand implements Callable<Integer> {
                 defaults.shutdownGrace());
 
         NbdServer server = NbdServer.start(new InetSocketAddress(bindAddress, bindPort),
-                ExportRegistry.open(configs), settings);
+                ExportRegistry.open(configs), settings, serverTls());
         CountDownLatch stopped = new CountDownLatch(1);
         Runnable stop = () -> {
             server.shutdownGracefully();
@@ -96,5 +123,29 @@ final class ServeCommand implements Callable<Integer> {
         }
         stopped.await();
         return 0;
+    }
+
+    private ServerTls serverTls() throws java.io.IOException {
+        boolean x509 = tlsCert != null || tlsKey != null || tlsCa != null;
+        if (tlsPsk != null && x509) {
+            throw new IllegalArgumentException("--tls-psk and --tls-cert/--tls-key/--tls-ca exclude each other");
+        }
+        if (x509 && (tlsCert == null || tlsKey == null)) {
+            throw new IllegalArgumentException("X.509 needs both --tls-cert and --tls-key");
+        }
+        boolean credentials = tlsPsk != null || x509;
+        TlsMode mode = tlsMode != null ? TlsMode.parse(tlsMode) : credentials ? TlsMode.REQUIRE : TlsMode.OFF;
+        if (mode == TlsMode.OFF) {
+            if (credentials) {
+                throw new IllegalArgumentException("--tls off with TLS credentials: drop one or the other");
+            }
+            return ServerTls.OFF;
+        }
+        Logger log = LoggerFactory.getLogger(ServerTls.class);
+        java.util.function.Consumer<String> report = message -> log.info("TLS credentials {}", message);
+        ServerTlsCredentials material = tlsPsk != null
+                ? ServerTlsCredentials.Psk.fromFile(tlsPsk, report)
+                : x509 ? ServerTlsCredentials.X509.fromFiles(tlsCert, tlsKey, tlsCa, report) : null;
+        return new ServerTls(mode, material);
     }
 }

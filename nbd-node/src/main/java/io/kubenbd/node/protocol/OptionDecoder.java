@@ -18,7 +18,29 @@ public final class OptionDecoder extends ByteToMessageDecoder {
 
     private enum State { CLIENT_FLAGS, OPTION_HEADER, OPTION_DATA, SKIP_DATA, FAILED }
 
-    private State state = State.CLIENT_FLAGS;
+    private State state;
+
+    /** A decoder for a new connection: client flags first, then options. */
+    public OptionDecoder() {
+        this(false);
+    }
+
+    /**
+     * @param optionsOnly start at the next option, as after NBD_OPT_STARTTLS when the
+     *                    client flags were exchanged before TLS
+     */
+    public OptionDecoder(boolean optionsOnly) {
+        state = optionsOnly ? State.OPTION_HEADER : State.CLIENT_FLAGS;
+    }
+
+    /**
+     * Hands over the bytes received but not decoded yet and forgets them: after STARTTLS
+     * they are the start of the TLS handshake, which belongs to the TLS engine.
+     */
+    public ByteBuf takeBuffered() {
+        ByteBuf buffered = internalBuffer();
+        return buffered.readRetainedSlice(buffered.readableBytes());
+    }
     private int option;
     private long remaining;
 

@@ -1,6 +1,8 @@
 package io.kubenbd.node.server;
 
 import io.kubenbd.node.protocol.OptionDecoder;
+import io.kubenbd.node.tls.ServerTls;
+import io.kubenbd.node.tls.ServerTlsCredentials;
 import io.netty.bootstrap.ServerBootstrap;
 import io.netty.channel.Channel;
 import io.netty.channel.ChannelInitializer;
@@ -40,6 +42,7 @@ public final class NbdServer implements AutoCloseable {
 
     private final ExportRegistry exports;
     private final ServerSettings settings;
+    private final ServerTls tls;
     private final EventLoopGroup bossGroup;
     private final EventLoopGroup workerGroup;
     private final ExecutorService io;
@@ -48,9 +51,10 @@ public final class NbdServer implements AutoCloseable {
     private volatile boolean shuttingDown;
     private Channel listener;
 
-    private NbdServer(ExportRegistry exports, ServerSettings settings) {
+    private NbdServer(ExportRegistry exports, ServerSettings settings, ServerTls tls) {
         this.exports = exports;
         this.settings = settings;
+        this.tls = tls;
         var factory = Epoll.isAvailable() ? EpollIoHandler.newFactory() : NioIoHandler.newFactory();
         this.bossGroup = new MultiThreadIoEventLoopGroup(1, factory);
         this.workerGroup = new MultiThreadIoEventLoopGroup(Runtime.getRuntime().availableProcessors(), factory);
@@ -60,7 +64,12 @@ public final class NbdServer implements AutoCloseable {
     /** Opens nothing itself: {@code exports} are already open and become owned by the server. */
     public static NbdServer start(InetSocketAddress bind, ExportRegistry exports, ServerSettings settings)
             throws IOException, InterruptedException {
-        NbdServer server = new NbdServer(exports, settings);
+        return start(bind, exports, settings, ServerTls.OFF);
+    }
+
+    public static NbdServer start(InetSocketAddress bind, ExportRegistry exports, ServerSettings settings,
+                                  ServerTls tls) throws IOException, InterruptedException {
+        NbdServer server = new NbdServer(exports, settings, tls);
         try {
             server.bind(bind);
         } catch (IOException | RuntimeException | InterruptedException e) {
@@ -71,7 +80,7 @@ public final class NbdServer implements AutoCloseable {
     }
 
     private void bind(InetSocketAddress address) throws IOException, InterruptedException {
-        ServerContext context = new ServerContext(exports, settings, io, () -> shuttingDown);
+        ServerContext context = new ServerContext(exports, settings, tls, io, () -> shuttingDown);
         Class<? extends ServerSocketChannel> channelType =
                 Epoll.isAvailable() ? EpollServerSocketChannel.class : NioServerSocketChannel.class;
         ServerBootstrap bootstrap = new ServerBootstrap()
@@ -101,10 +110,19 @@ public final class NbdServer implements AutoCloseable {
             throw new IOException("cannot listen on " + address.getHostString() + ":" + address.getPort() + ": "
                     + e.getMessage(), e);
         }
-        log.info("listening on {} ({} transport, {} I/O threads), exports: {}", listener.localAddress(),
-                Epoll.isAvailable() ? "epoll" : "nio", settings.ioThreads(),
+        log.info("listening on {} ({} transport, {} I/O threads, TLS {}), exports: {}", listener.localAddress(),
+                Epoll.isAvailable() ? "epoll" : "nio", settings.ioThreads(), describe(tls),
                 String.join(", ", exports.all().stream().map(e -> e.name() + " (" + e.size() + " bytes"
                         + (e.readOnly() ? ", read-only" : "") + ")").toList()));
+    }
+
+    private static String describe(ServerTls tls) {
+        String mode = tls.mode().name().toLowerCase(java.util.Locale.ROOT);
+        return switch (tls.credentials()) {
+            case null -> mode;
+            case ServerTlsCredentials.Psk p -> mode + " with PSK";
+            case ServerTlsCredentials.X509 x -> mode + " with X.509";
+        };
     }
 
     /** The bound port, useful when binding to port 0. */

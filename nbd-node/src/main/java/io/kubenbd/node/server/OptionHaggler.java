@@ -1,6 +1,12 @@
 package io.kubenbd.node.server;
 
 import io.kubenbd.node.protocol.ClientFlags;
+import io.kubenbd.node.protocol.OptionDecoder;
+import io.kubenbd.node.tls.PskTlsServerEndpoint;
+import io.kubenbd.node.tls.ServerTlsCredentials;
+import io.kubenbd.node.tls.TlsMode;
+import io.netty.channel.ChannelHandler;
+import io.netty.handler.ssl.SslHandler;
 import io.kubenbd.node.protocol.HandshakeFlags;
 import io.kubenbd.node.protocol.InfoType;
 import io.kubenbd.node.protocol.Magic;
@@ -41,6 +47,7 @@ final class OptionHaggler extends ChannelInboundHandlerAdapter {
     private List<SelectedContext> contexts = List.of();
     private String contextsExport;
     private ScheduledFuture<?> timeout;
+    private boolean tlsActive;
 
     OptionHaggler(ServerContext server, ConnectionContext conn) {
         this.server = server;
@@ -70,6 +77,10 @@ final class OptionHaggler extends ChannelInboundHandlerAdapter {
 
     @Override
     public void exceptionCaught(ChannelHandlerContext ctx, Throwable cause) {
+        if (cause.getCause() instanceof javax.net.ssl.SSLException || cause instanceof javax.net.ssl.SSLException) {
+            ctx.close(); // the handshake listener has logged it
+            return;
+        }
         if (ctx.channel().isActive()) {
             log.info("{} handshake protocol violation, disconnecting: {}", conn, cause.getMessage());
             ctx.close();
@@ -102,6 +113,17 @@ final class OptionHaggler extends ChannelInboundHandlerAdapter {
             reply(ctx, option.option(), error(OptionReplyType.ERR_SHUTDOWN, "server is shutting down"));
             return;
         }
+        int optionCode = option.option();
+        if (server.tls().mode() == TlsMode.REQUIRE && !tlsActive
+                && optionCode != OptionType.STARTTLS && optionCode != OptionType.ABORT) {
+            if (optionCode == OptionType.EXPORT_NAME) {
+                log.info("{} NBD_OPT_EXPORT_NAME before the required TLS, disconnecting", conn);
+                ctx.close();
+            } else {
+                reply(ctx, optionCode, error(OptionReplyType.ERR_TLS_REQD, "TLS is required: send NBD_OPT_STARTTLS first"));
+            }
+            return;
+        }
         switch (option) {
             case OptionRequest.ExportName(String name) -> exportName(ctx, name);
             case OptionRequest.Abort a -> {
@@ -116,8 +138,15 @@ final class OptionHaggler extends ChannelInboundHandlerAdapter {
                 }
                 reply(ctx, option.option(), new OptionReply.Ack());
             }
-            case OptionRequest.StartTls s -> reply(ctx, option.option(),
-                    error(OptionReplyType.ERR_POLICY, "TLS is not enabled on this server"));
+            case OptionRequest.StartTls s -> {
+                if (server.tls().mode() == TlsMode.OFF) {
+                    reply(ctx, optionCode, error(OptionReplyType.ERR_POLICY, "TLS is not enabled on this server"));
+                } else if (tlsActive) {
+                    reply(ctx, optionCode, error(OptionReplyType.ERR_INVALID, "TLS is already in use"));
+                } else {
+                    startTls(ctx);
+                }
+            }
             case OptionRequest.Info info -> info(ctx, info);
             case OptionRequest.StructuredReply s -> {
                 if (style == ReplyStyle.EXTENDED) {
@@ -157,6 +186,49 @@ final class OptionHaggler extends ChannelInboundHandlerAdapter {
             case OptionRequest.Unsupported(int code) -> reply(ctx, code,
                     error(OptionReplyType.ERR_UNSUP, "option " + code + " is not supported"));
         }
+    }
+
+    /**
+     * Acknowledges STARTTLS in plaintext, then puts the TLS engine in front of the option
+     * decoder. Bytes the decoder already holds are the start of the client's handshake and go
+     * to the engine; everything negotiated before TLS is forgotten, as the spec requires.
+     */
+    private void startTls(ChannelHandlerContext ctx) {
+        ctx.writeAndFlush(encode(ctx, OptionType.STARTTLS, new OptionReply.Ack()));
+        OptionDecoder plaintextDecoder = (OptionDecoder) ctx.pipeline().get("decoder");
+        ByteBuf early = plaintextDecoder.takeBuffered();
+        ctx.pipeline().replace("decoder", "decoder", new OptionDecoder(true));
+        ChannelHandler engine = switch (server.tls().credentials()) {
+            case ServerTlsCredentials.Psk psk -> new PskTlsHandler(new PskTlsServerEndpoint(psk.keys().current()), conn);
+            case ServerTlsCredentials.X509 x509 -> {
+                SslHandler ssl = x509.context().current().newHandler(ctx.alloc());
+                ssl.handshakeFuture().addListener(done -> {
+                    if (done.isSuccess()) {
+                        log.info("{} TLS established: {} {}", conn, ssl.engine().getSession().getProtocol(),
+                                ssl.engine().getSession().getCipherSuite());
+                    } else {
+                        log.info("{} TLS handshake failed, disconnecting: {}", conn, rootMessage(done.cause()));
+                    }
+                });
+                yield ssl;
+            }
+        };
+        ctx.pipeline().addFirst("tls", engine);
+        tlsActive = true;
+        style = ReplyStyle.SIMPLE;
+        clearContexts();
+        if (early.isReadable()) {
+            ctx.pipeline().fireChannelRead(early);
+        } else {
+            early.release();
+        }
+    }
+
+    private static String rootMessage(Throwable t) {
+        while (t.getCause() != null) {
+            t = t.getCause();
+        }
+        return t.getMessage();
     }
 
     private void exportName(ChannelHandlerContext ctx, String name) {

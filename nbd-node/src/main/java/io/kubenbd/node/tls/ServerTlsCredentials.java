@@ -1,0 +1,54 @@
+package io.kubenbd.node.tls;
+
+import io.netty.handler.ssl.ClientAuth;
+import io.netty.handler.ssl.SslContext;
+import io.netty.handler.ssl.SslContextBuilder;
+import io.netty.handler.ssl.SslProvider;
+
+import java.io.IOException;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.function.Consumer;
+
+/** What a server proves itself with; each kind re-reads its files when they change. */
+public sealed interface ServerTlsCredentials {
+    /** How often a handshake may look at the files' modification times. */
+    long CHECK_INTERVAL_NANOS = 2_000_000_000L;
+
+    /** Pre-shared keys, one per client identity (Bouncy Castle TLS: the JDK has no PSK suites). */
+    record Psk(ReloadingFile<PskKeyFile> keys) implements ServerTlsCredentials {
+        public static Psk fromFile(Path file, Consumer<String> log) throws IOException {
+            return new Psk(new ReloadingFile<>(List.of(file), () -> PskKeyFile.read(file), CHECK_INTERVAL_NANOS, log));
+        }
+    }
+
+    /**
+     * A certificate and key, and optionally a CA that client certificates must chain to
+     * (JDK TLS 1.3/1.2 through netty's SslHandler; PEM files, PKCS#1, PKCS#8 or EC keys).
+     */
+    record X509(ReloadingFile<SslContext> context) implements ServerTlsCredentials {
+        public static X509 fromFiles(Path certificate, Path key, Path clientCa, Consumer<String> log) throws IOException {
+            List<Path> files = new ArrayList<>(List.of(certificate, key));
+            if (clientCa != null) {
+                files.add(clientCa);
+            }
+            return new X509(new ReloadingFile<>(files, () -> build(certificate, key, clientCa), CHECK_INTERVAL_NANOS, log));
+        }
+
+        private static SslContext build(Path certificate, Path key, Path clientCa) throws IOException {
+            try {
+                SslContextBuilder builder = SslContextBuilder.forServer(certificate.toFile(), key.toFile())
+                        .sslProvider(SslProvider.JDK)
+                        .protocols("TLSv1.3", "TLSv1.2");
+                if (clientCa != null) {
+                    builder.trustManager(clientCa.toFile()).clientAuth(ClientAuth.REQUIRE);
+                }
+                return builder.build();
+            } catch (IllegalArgumentException | javax.net.ssl.SSLException e) {
+                throw new IOException("cannot use certificate " + certificate + " with key " + key
+                        + (clientCa == null ? "" : " and CA " + clientCa) + ": " + e.getMessage(), e);
+            }
+        }
+    }
+}
