@@ -109,11 +109,11 @@ final class OptionHaggler extends ChannelInboundHandlerAdapter {
     }
 
     private void option(ChannelHandlerContext ctx, OptionRequest option) {
+        int optionCode = option.option();
         if (server.shuttingDown() && !(option instanceof OptionRequest.Abort)) {
-            reply(ctx, option.option(), error(OptionReplyType.ERR_SHUTDOWN, "server is shutting down"));
+            reply(ctx, optionCode, error(OptionReplyType.ERR_SHUTDOWN, "server is shutting down"));
             return;
         }
-        int optionCode = option.option();
         if (server.tls().mode() == TlsMode.REQUIRE && !tlsActive
                 && optionCode != OptionType.STARTTLS && optionCode != OptionType.ABORT) {
             if (optionCode == OptionType.EXPORT_NAME) {
@@ -127,16 +127,16 @@ final class OptionHaggler extends ChannelInboundHandlerAdapter {
         switch (option) {
             case OptionRequest.ExportName(String name) -> exportName(ctx, name);
             case OptionRequest.Abort a -> {
-                ctx.writeAndFlush(encode(ctx, option.option(), new OptionReply.Ack()))
+                ctx.writeAndFlush(encode(ctx, optionCode, new OptionReply.Ack()))
                         .addListener(ChannelFutureListener.CLOSE);
                 log.debug("{} client aborted the handshake", conn);
             }
             case OptionRequest.ListExports l -> {
                 for (Export export : server.exports().all()) {
-                    ctx.write(encode(ctx, option.option(),
+                    ctx.write(encode(ctx, optionCode,
                             new OptionReply.Server(export.name(), export.config().description())));
                 }
-                reply(ctx, option.option(), new OptionReply.Ack());
+                reply(ctx, optionCode, new OptionReply.Ack());
             }
             case OptionRequest.StartTls s -> {
                 if (server.tls().mode() == TlsMode.OFF) {
@@ -150,23 +150,23 @@ final class OptionHaggler extends ChannelInboundHandlerAdapter {
             case OptionRequest.Info info -> info(ctx, info);
             case OptionRequest.StructuredReply s -> {
                 if (style == ReplyStyle.EXTENDED) {
-                    reply(ctx, option.option(), error(OptionReplyType.ERR_EXT_HEADER_REQD,
+                    reply(ctx, optionCode, error(OptionReplyType.ERR_EXT_HEADER_REQD,
                             "extended headers already negotiated"));
                 } else if (style == ReplyStyle.STRUCTURED) {
-                    reply(ctx, option.option(), error(OptionReplyType.ERR_INVALID,
+                    reply(ctx, optionCode, error(OptionReplyType.ERR_INVALID,
                             "structured replies already negotiated"));
                 } else {
                     style = ReplyStyle.STRUCTURED;
-                    reply(ctx, option.option(), new OptionReply.Ack());
+                    reply(ctx, optionCode, new OptionReply.Ack());
                 }
             }
             case OptionRequest.ExtendedHeaders e -> {
                 if (style == ReplyStyle.EXTENDED) {
-                    reply(ctx, option.option(), error(OptionReplyType.ERR_INVALID,
+                    reply(ctx, optionCode, error(OptionReplyType.ERR_INVALID,
                             "extended headers already negotiated"));
                 } else {
                     style = ReplyStyle.EXTENDED;
-                    reply(ctx, option.option(), new OptionReply.Ack());
+                    reply(ctx, optionCode, new OptionReply.Ack());
                 }
             }
             case OptionRequest.MetaContext meta -> metaContext(ctx, meta);
