@@ -11,10 +11,8 @@ import org.bouncycastle.tls.PskKeyExchangeMode;
 import org.bouncycastle.tls.TlsPSKIdentity;
 import org.bouncycastle.tls.crypto.TlsCrypto;
 import org.bouncycastle.tls.crypto.TlsSecret;
-import org.bouncycastle.tls.crypto.impl.jcajce.JcaTlsCryptoProvider;
 
 import java.nio.charset.StandardCharsets;
-import java.security.SecureRandom;
 import java.util.Arrays;
 import java.util.Vector;
 
@@ -22,7 +20,7 @@ import java.util.Vector;
  * The client end of a TLS-PSK session, for Bouncy Castle's {@code TlsClientProtocol} (the
  * JDK has no PSK cipher suites). Offers TLS 1.3 with the key as an external PSK (SHA-256,
  * psk_dhe_ke then psk_ke) and TLS 1.2 PSK suites, AES-GCM first. Crypto is JCA, so AES-GCM
- * runs on the JDK's AES-NI intrinsics. One instance per handshake.
+ * runs on the JDK's AES-NI intrinsics ({@link JdkFirstCrypto}). One instance per handshake.
  *
  * <p>Key copies: each {@link TlsPSKIdentity#getPSK()} call hands out a fresh copy, which Bouncy
  * Castle wipes after computing the TLS 1.2 premaster secret; the TLS 1.3 secret is destroyed by
@@ -52,23 +50,33 @@ public final class PskTlsClientEndpoint extends PSKTlsClient {
 
     private final PskKey key;
     private final ProtocolVersion[] versions;
+    private final int[] suites;
     private TlsSecret external;
     private String alert;
 
     /** Offers TLS 1.3 and 1.2. */
     public PskTlsClientEndpoint(PskKey key) {
-        this(key, ProtocolVersion.TLSv13.downTo(ProtocolVersion.TLSv12));
+        this(key, ProtocolVersion.TLSv13.downTo(ProtocolVersion.TLSv12), CIPHER_SUITES);
     }
 
-    /** Offers exactly {@code versions} (tests pin TLS 1.2 with this). */
-    public PskTlsClientEndpoint(PskKey key, ProtocolVersion[] versions) {
-        this(new JcaTlsCryptoProvider().create(new SecureRandom()), key, versions);
+    /**
+     * Offers exactly {@code versions} and {@code suites}, in that order (tests and benchmarks
+     * pin TLS 1.2 or one suite with this).
+     */
+    public PskTlsClientEndpoint(PskKey key, ProtocolVersion[] versions, int... suites) {
+        this(JdkFirstCrypto.create(), key, versions, suites);
     }
 
-    private PskTlsClientEndpoint(TlsCrypto crypto, PskKey key, ProtocolVersion[] versions) {
+    private PskTlsClientEndpoint(TlsCrypto crypto, PskKey key, ProtocolVersion[] versions, int[] suites) {
         super(crypto, new CopyingIdentity(key));
         this.key = key;
         this.versions = versions.clone();
+        this.suites = suites.clone();
+    }
+
+    /** The suites offered by default, most preferred first. */
+    public static int[] defaultCipherSuites() {
+        return CIPHER_SUITES.clone();
     }
 
     public String identity() {
@@ -82,7 +90,7 @@ public final class PskTlsClientEndpoint extends PSKTlsClient {
 
     @Override
     protected int[] getSupportedCipherSuites() {
-        return CIPHER_SUITES.clone();
+        return suites.clone();
     }
 
     @Override
@@ -110,7 +118,7 @@ public final class PskTlsClientEndpoint extends PSKTlsClient {
     @Override
     public void notifyAlertRaised(short alertLevel, short alertDescription, String message, Throwable cause) {
         if (alertLevel == AlertLevel.fatal) {
-            alert = "sent alert " + AlertDescription.getName(alertDescription) + (message == null ? "" : " (" + message + ")");
+            alert = "client sent alert " + AlertDescription.getName(alertDescription) + (message == null ? "" : " (" + message + ")");
         }
     }
 
@@ -119,6 +127,11 @@ public final class PskTlsClientEndpoint extends PSKTlsClient {
         if (alertLevel == AlertLevel.fatal) {
             alert = "server sent alert " + AlertDescription.getName(alertDescription);
         }
+    }
+
+    /** The IANA name of a cipher suite number, e.g. {@code TLS_AES_128_GCM_SHA256}. */
+    public static String cipherSuiteName(int suite) {
+        return TlsNames.cipherSuite(suite);
     }
 
     /** The last fatal alert sent or received, for an error message; null if none. */
