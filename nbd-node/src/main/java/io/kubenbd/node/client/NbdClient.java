@@ -191,13 +191,24 @@ public final class NbdClient implements Closeable {
     private NegotiatedTls handshakePsk(ClientTlsCredentials.Psk psk) throws IOException {
         PskTlsClientEndpoint endpoint = new PskTlsClientEndpoint(psk.key());
         // Bouncy Castle writes each record with one write, so the raw socket output is fine there.
-        TlsClientProtocol protocol = new TlsClientProtocol(socketIn, socket.getOutputStream());
+        EofWatch watched = new EofWatch(socketIn);
+        TlsClientProtocol protocol = new TlsClientProtocol(watched, socket.getOutputStream());
         try {
             protocol.connect(endpoint);
         } catch (IOException e) {
             String alert = endpoint.lastAlert();
+            String why;
+            if (alert != null && alert.startsWith("server")) {
+                why = alert;
+            } else if (watched.eof) {
+                // GnuTLS (qemu-nbd) hangs up without an alert when the PSK binder does not verify.
+                why = "the server closed the connection without an alert (wrong key, unknown identity "
+                        + "or no common cipher suite?)";
+            } else {
+                why = alert != null ? alert : describe(e);
+            }
             throw new IOException("TLS-PSK handshake with " + server() + " as '" + psk.key().identity() + "' failed: "
-                    + (alert != null ? alert : describe(e)), e);
+                    + why, e);
         } finally {
             endpoint.wipe();
         }
@@ -222,6 +233,29 @@ public final class NbdClient implements Closeable {
         useStreams(ssl.getInputStream(), ssl.getOutputStream());
         transport = ssl;
         return new NegotiatedTls(ssl.getSession().getProtocol(), ssl.getSession().getCipherSuite());
+    }
+
+    /** Remembers whether the server hung up, to tell that apart from a handshake we refused. */
+    private static final class EofWatch extends java.io.FilterInputStream {
+        boolean eof;
+
+        EofWatch(InputStream in) {
+            super(in);
+        }
+
+        @Override
+        public int read() throws IOException {
+            int b = super.read();
+            eof |= b < 0;
+            return b;
+        }
+
+        @Override
+        public int read(byte[] b, int off, int len) throws IOException {
+            int n = super.read(b, off, len);
+            eof |= n < 0;
+            return n;
+        }
     }
 
     private void useStreams(InputStream tlsIn, java.io.OutputStream tlsOut) {

@@ -106,7 +106,8 @@ class ClientTlsIT {
             assertThatThrownBy(() -> client.startTls(new ClientTlsCredentials.Psk(wrong)))
                     .isInstanceOf(IOException.class)
                     .hasMessageStartingWith("TLS-PSK handshake with 127.0.0.1:" + qemu.port() + " as 'alice' failed: ")
-                    .hasMessageContaining("alert")
+                    // GnuTLS hangs up without an alert when the binder does not verify.
+                    .hasMessageContaining("the server closed the connection without an alert (wrong key")
                     .satisfies(e -> assertNoKeyIn(e.getMessage(), wrong));
             // The connection is gone: nothing more can be said on it.
             assertThatThrownBy(client::listExports).isInstanceOf(IOException.class);
@@ -186,7 +187,7 @@ class ClientTlsIT {
                     outcome.put(name, "refused: " + e.getMessage());
                 }
             }
-            System.out.println("TLS 1.2 PSK suites against qemu-nbd: " + outcome);
+            System.out.println("TLS 1.2 PSK against qemu-nbd: default order picks " + chosen + "; one suite at a time: " + outcome);
             assertThat(outcome).containsEntry("TLS_DHE_PSK_WITH_AES_128_GCM_SHA256", "accepted")
                     .containsEntry("TLS_PSK_WITH_AES_128_GCM_SHA256", "accepted");
 
