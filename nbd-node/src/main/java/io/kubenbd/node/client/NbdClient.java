@@ -18,8 +18,19 @@ import io.kubenbd.node.protocol.ReplyChunk;
 import io.kubenbd.node.protocol.ReplyStyle;
 import io.kubenbd.node.protocol.ReplyType;
 import io.kubenbd.node.protocol.RequestHeader;
+import io.kubenbd.node.tls.ClientTlsCredentials;
+import io.kubenbd.node.tls.NegotiatedTls;
+import io.kubenbd.node.tls.PskTlsClientEndpoint;
+import io.kubenbd.node.tls.X509ClientContexts;
 import io.netty.buffer.ByteBuf;
 import io.netty.buffer.Unpooled;
+import org.bouncycastle.tls.TlsClientProtocol;
+import org.bouncycastle.tls.TlsFatalAlert;
+import org.bouncycastle.tls.TlsFatalAlertReceived;
+
+import javax.net.ssl.SSLContext;
+import javax.net.ssl.SSLParameters;
+import javax.net.ssl.SSLSocket;
 
 import java.io.BufferedInputStream;
 import java.io.BufferedOutputStream;
@@ -28,6 +39,7 @@ import java.io.DataInputStream;
 import java.io.DataOutputStream;
 import java.io.EOFException;
 import java.io.IOException;
+import java.io.InputStream;
 import java.net.InetSocketAddress;
 import java.net.Socket;
 import java.nio.charset.StandardCharsets;
@@ -47,9 +59,18 @@ import java.util.concurrent.atomic.AtomicLong;
 public final class NbdClient implements Closeable {
     private static final int MAX_REPLY_PAYLOAD = 64 << 20;
 
+    private static final int BUFFER = 1 << 16;
+
     private final Socket socket;
-    private final DataInputStream in;
-    private final DataOutputStream out;
+    private final String host;
+    private final int port;
+    /** The socket's input, buffered: the plaintext stream before STARTTLS, TLS records after. */
+    private final BufferedInputStream socketIn;
+    private DataInputStream in;
+    private DataOutputStream out;
+    /** What to close: the socket, or the TLS layer over it (which sends close_notify first). */
+    private Closeable transport;
+    private NegotiatedTls tls;
     private final boolean noZeroes;
     private final AtomicLong cookies = new AtomicLong();
     private final Map<Long, List<ReplyChunk>> partial = new HashMap<>();
@@ -58,10 +79,14 @@ public final class NbdClient implements Closeable {
     private ReplyStyle style = ReplyStyle.SIMPLE;
     private ExportInfo export;
 
-    private NbdClient(Socket socket) throws IOException {
+    private NbdClient(Socket socket, String host, int port) throws IOException {
         this.socket = socket;
-        this.in = new DataInputStream(new BufferedInputStream(socket.getInputStream(), 1 << 16));
-        this.out = new DataOutputStream(new BufferedOutputStream(socket.getOutputStream(), 1 << 16));
+        this.host = host;
+        this.port = port;
+        this.transport = socket;
+        this.socketIn = new BufferedInputStream(socket.getInputStream(), BUFFER);
+        this.in = new DataInputStream(socketIn);
+        this.out = new DataOutputStream(new BufferedOutputStream(socket.getOutputStream(), BUFFER));
         long magic = in.readLong();
         long newstyle = in.readLong();
         if (magic != Magic.NBDMAGIC || newstyle != Magic.IHAVEOPT) {
@@ -83,7 +108,7 @@ public final class NbdClient implements Closeable {
             socket.setTcpNoDelay(true);
             socket.connect(new InetSocketAddress(host, port), (int) timeout.toMillis());
             socket.setSoTimeout((int) timeout.toMillis());
-            return new NbdClient(socket);
+            return new NbdClient(socket, host, port);
         } catch (IOException e) {
             socket.close();
             throw e;
@@ -92,6 +117,11 @@ public final class NbdClient implements Closeable {
 
     public ReplyStyle style() {
         return style;
+    }
+
+    /** The TLS protocol and cipher suite after {@link #startTls}, or null on a plaintext connection. */
+    public NegotiatedTls tls() {
+        return tls;
     }
 
     /** The export entered with {@link #go}, or null during the handshake. */
@@ -113,6 +143,146 @@ public final class NbdClient implements Closeable {
                 return replies;
             }
         }
+    }
+
+    /**
+     * Sends NBD_OPT_STARTTLS and, on NBD_REP_ACK, runs the TLS handshake; everything after
+     * goes over TLS. Send it first: the spec resets all negotiated state (reply style, meta
+     * contexts) at the upgrade, and this client does too. An error reply (NBD_REP_ERR_POLICY
+     * from a server without TLS, ...) is an {@link OptionRefusedException} and the connection
+     * stays usable in plaintext; a failed handshake is an IOException naming the server and
+     * the TLS alert, and the connection is closed.
+     */
+    public NegotiatedTls startTls(ClientTlsCredentials credentials) throws IOException {
+        if (tls != null) {
+            throw new IllegalStateException("TLS is already on for " + server());
+        }
+        if (export != null) {
+            throw new IllegalStateException("STARTTLS after the handshake ended");
+        }
+        // Build the TLS context first: a bad CA file should not cost the server a STARTTLS.
+        SSLContext x509 = credentials instanceof ClientTlsCredentials.X509 x
+                ? X509ClientContexts.create(x) : null;
+        OptionReply reply = finalReply(option(new OptionRequest.StartTls()));
+        check(OptionType.STARTTLS, reply);
+        if (!(reply instanceof OptionReply.Ack)) {
+            close();
+            throw new NbdProtocolException(server() + " answered STARTTLS with " + OptionReplyType.name(reply.type()));
+        }
+        if (socketIn.available() > 0) {
+            close();
+            throw new NbdProtocolException(server() + " sent data after acknowledging STARTTLS, before the TLS handshake");
+        }
+        try {
+            tls = switch (credentials) {
+                case ClientTlsCredentials.Psk psk -> handshakePsk(psk);
+                case ClientTlsCredentials.X509 x -> handshakeX509(x509, x);
+            };
+        } catch (IOException | RuntimeException e) {
+            close();
+            throw e;
+        }
+        style = ReplyStyle.SIMPLE;
+        partial.clear();
+        pendingReads.clear();
+        return tls;
+    }
+
+    private NegotiatedTls handshakePsk(ClientTlsCredentials.Psk psk) throws IOException {
+        PskTlsClientEndpoint endpoint = new PskTlsClientEndpoint(psk.key());
+        // Bouncy Castle writes each record with one write, so the raw socket output is fine there.
+        EofWatch watched = new EofWatch(socketIn);
+        TlsClientProtocol protocol = new TlsClientProtocol(watched, socket.getOutputStream());
+        try {
+            protocol.connect(endpoint);
+        } catch (IOException e) {
+            String alert = endpoint.lastAlert();
+            String why;
+            if (alert != null && alert.startsWith("server")) {
+                why = alert;
+            } else if (watched.eof) {
+                // GnuTLS (qemu-nbd) hangs up without an alert when the PSK binder does not verify.
+                why = "the server closed the connection without an alert (wrong key, unknown identity "
+                        + "or no common cipher suite?)";
+            } else {
+                why = alert != null ? alert : describe(e);
+            }
+            throw new IOException("TLS-PSK handshake with " + server() + " as '" + psk.key().identity() + "' failed: "
+                    + why, e);
+        } finally {
+            endpoint.wipe();
+        }
+        useStreams(protocol.getInputStream(), protocol.getOutputStream());
+        transport = protocol::close;
+        return endpoint.negotiated();
+    }
+
+    private NegotiatedTls handshakeX509(SSLContext context, ClientTlsCredentials.X509 credentials) throws IOException {
+        SSLSocket ssl = (SSLSocket) context.getSocketFactory().createSocket(socket, host, port, true);
+        SSLParameters parameters = ssl.getSSLParameters();
+        if (credentials.verifyHostname()) {
+            parameters.setEndpointIdentificationAlgorithm("HTTPS");
+        }
+        ssl.setSSLParameters(parameters);
+        ssl.setUseClientMode(true);
+        try {
+            ssl.startHandshake();
+        } catch (IOException e) {
+            throw new IOException("TLS handshake with " + server() + " failed: " + describe(e), e);
+        }
+        useStreams(ssl.getInputStream(), ssl.getOutputStream());
+        transport = ssl;
+        return new NegotiatedTls(ssl.getSession().getProtocol(), ssl.getSession().getCipherSuite());
+    }
+
+    /** Remembers whether the server hung up, to tell that apart from a handshake we refused. */
+    private static final class EofWatch extends java.io.FilterInputStream {
+        boolean eof;
+
+        EofWatch(InputStream in) {
+            super(in);
+        }
+
+        @Override
+        public int read() throws IOException {
+            int b = super.read();
+            eof |= b < 0;
+            return b;
+        }
+
+        @Override
+        public int read(byte[] b, int off, int len) throws IOException {
+            int n = super.read(b, off, len);
+            eof |= n < 0;
+            return n;
+        }
+    }
+
+    private void useStreams(InputStream tlsIn, java.io.OutputStream tlsOut) {
+        in = new DataInputStream(new BufferedInputStream(tlsIn, BUFFER));
+        out = new DataOutputStream(new BufferedOutputStream(tlsOut, BUFFER));
+    }
+
+    private String server() {
+        return host + ":" + port;
+    }
+
+    private static String describe(Throwable e) {
+        StringBuilder text = new StringBuilder();
+        for (Throwable t = e; t != null; t = t.getCause()) {
+            String part = switch (t) {
+                case TlsFatalAlertReceived r -> "server sent alert "
+                        + org.bouncycastle.tls.AlertDescription.getName(r.getAlertDescription());
+                case TlsFatalAlert a -> "alert " + org.bouncycastle.tls.AlertDescription.getName(a.getAlertDescription())
+                        + (a.getMessage() == null ? "" : " (" + a.getMessage() + ")");
+                case EOFException eof -> "server closed the connection";
+                default -> t.getMessage() == null ? t.getClass().getSimpleName() : t.getMessage();
+            };
+            if (!text.toString().contains(part)) {
+                text.append(text.isEmpty() ? "" : ": ").append(part);
+            }
+        }
+        return text.toString();
     }
 
     /** Asks for extended headers; true if the server agreed. */
@@ -442,6 +612,12 @@ public final class NbdClient implements Closeable {
 
     @Override
     public void close() throws IOException {
-        socket.close();
+        try {
+            transport.close();
+        } catch (IOException e) {
+            // close_notify to a server that already hung up; the socket is closed below.
+        } finally {
+            socket.close();
+        }
     }
 }
