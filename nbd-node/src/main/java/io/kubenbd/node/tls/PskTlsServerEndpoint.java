@@ -12,10 +12,8 @@ import org.bouncycastle.tls.PskKeyExchangeMode;
 import org.bouncycastle.tls.TlsPSKExternal;
 import org.bouncycastle.tls.TlsPSKIdentityManager;
 import org.bouncycastle.tls.crypto.TlsCrypto;
-import org.bouncycastle.tls.crypto.impl.jcajce.JcaTlsCryptoProvider;
 
 import java.nio.charset.StandardCharsets;
-import java.security.SecureRandom;
 import java.util.Arrays;
 import java.util.Vector;
 
@@ -29,7 +27,7 @@ import java.util.Vector;
  */
 public final class PskTlsServerEndpoint extends PSKTlsServer {
     /** Shared: creating a JCA crypto object per handshake would redo provider lookups. */
-    private static final TlsCrypto CRYPTO = new JcaTlsCryptoProvider().create(new SecureRandom());
+    private static final TlsCrypto CRYPTO = JdkFirstCrypto.create();
 
     private static final int[] SUITES = {
         CipherSuite.TLS_AES_128_GCM_SHA256,
@@ -68,8 +66,9 @@ public final class PskTlsServerEndpoint extends PSKTlsServer {
     }
 
     /** The protocol and suite in use, e.g. {@code TLSv1.3 TLS_AES_128_GCM_SHA256}. */
-    public String negotiated() {
-        return context.getServerVersion() + " " + CipherSuiteNames.name(context.getSecurityParametersConnection().getCipherSuite());
+    public NegotiatedTls negotiated() {
+        return new NegotiatedTls(TlsNames.protocol(context.getServerVersion()),
+                TlsNames.cipherSuite(context.getSecurityParametersConnection().getCipherSuite()));
     }
 
     @Override
