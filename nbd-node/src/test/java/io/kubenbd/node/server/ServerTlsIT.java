@@ -218,7 +218,8 @@ class ServerTlsIT {
             waitFor(() -> countLines(server, "TLS handshake failed") >= 4, "four refused handshakes in the log", server);
             String log = server.log();
             assertThat(log).containsPattern("peer=127\\.0\\.0\\.1:\\d+ .*TLS handshake failed")
-                    .contains("Empty client certificate chain");
+                    .contains("Empty client certificate chain")
+                    .contains("Path does not chain with any of the trust anchors");
             run(qemuImg(server, "info", x509Object(withCert) + tls12)).assertSuccess();
         }
     }
@@ -387,6 +388,19 @@ class ServerTlsIT {
             nbd.option(OPT_LIST, new byte[0]);
             assertThat(nbd.reply().type()).isEqualTo(REP_SERVER);
             assertThat(nbd.reply().type()).isEqualTo(REP_ACK);
+
+            // Plaintext where the ClientHello belongs (netty's SslHandler path).
+            try (RawNbd plain = RawNbd.connect(server.port())) {
+                plain.option(OPT_STARTTLS, new byte[0]);
+                assertThat(plain.reply().type()).isEqualTo(REP_ACK);
+                plain.option(OPT_LIST, new byte[0]);
+                byte[] answer = plain.readUntilClosed(Duration.ofSeconds(5));
+                assertThat(answer.length == 0 || answer[0] == 21).as("nothing or a TLS alert").isTrue();
+            }
+            waitFor(() -> server.log().contains("TLS handshake failed"), "the failed handshake in the log", server);
+            run("nbdinfo", "--list", "nbds://127.0.0.1:" + server.port() + "/?tls-certificates=" + clientDir("c", "ca", null))
+                    .assertSuccess();
+            assertThat(server.log()).doesNotContain("Exception", "WARN");
         }
     }
 
@@ -464,10 +478,41 @@ class ServerTlsIT {
                     out.write(record);
                 }
             });
+            // Garbage inside an established session (Bouncy Castle PSK client, then raw bytes under it).
+            Flood inSession;
+            try (RawNbd nbd = RawNbd.connect(server.port())) {
+                nbd.option(OPT_STARTTLS, new byte[0]);
+                assertThat(nbd.reply().type()).isEqualTo(REP_ACK);
+                nbd.pskHandshake("alice", HexFormat.of().parseHex(key));
+                nbd.option(OPT_LIST, new byte[0]);
+                assertThat(nbd.reply().type()).isEqualTo(REP_SERVER);
+                assertThat(nbd.reply().type()).isEqualTo(REP_ACK);
+                long start = System.nanoTime();
+                CountingOutputStream counting = new CountingOutputStream(nbd.socket.getOutputStream());
+                boolean refused = false;
+                try {
+                    byte[] record = new byte[5 + 16384];
+                    for (long sent = 0; sent < 20L * MIB; sent += record.length) {
+                        random.nextBytes(record);
+                        record[0] = 23;
+                        record[1] = 3;
+                        record[2] = 3;
+                        record[3] = 0x40;
+                        record[4] = 0;
+                        counting.write(record);
+                    }
+                } catch (IOException e) {
+                    refused = true;
+                }
+                inSession = new Flood(counting.count, refused || nbd.closedWithin(Duration.ofSeconds(5)),
+                        Duration.ofNanos(System.nanoTime() - start));
+            }
+            waitFor(() -> server.log().contains("TLS session failed"), "the failed session in the log", server);
             long rssAfter = rssKib(server);
-            System.out.printf("floods: %s %s %s, VmRSS %d -> %d KiB%n", garbage, hello, appData, rssBefore, rssAfter);
+            System.out.printf("floods: %s %s %s %s, VmRSS %d -> %d KiB%n", garbage, hello, appData, inSession,
+                    rssBefore, rssAfter);
 
-            for (Flood f : List.of(garbage, hello, appData)) {
+            for (Flood f : List.of(garbage, hello, appData, inSession)) {
                 assertThat(f.closed()).as("closed by the server: %s", f).isTrue();
                 assertThat(f.sent()).as("bytes taken before the hang-up: %s", f).isLessThan(20L * MIB);
                 assertThat(f.took()).as("time to hang up: %s", f).isLessThan(Duration.ofSeconds(5));
