@@ -25,7 +25,8 @@ public sealed interface ServerTlsCredentials {
 
     /**
      * A certificate and key, and optionally a CA that client certificates must chain to
-     * (JDK TLS 1.3/1.2 through netty's SslHandler; PEM files, PKCS#1, PKCS#8 or EC keys).
+     * (JDK TLS through netty's SslHandler; PEM files, PKCS#1, PKCS#8 or EC keys). TLS 1.3 and
+     * 1.2; TLS 1.2 (ECDHE, AES-GCM) when client certificates are required, see {@link #build}.
      */
     record X509(ReloadingFile<SslContext> context) implements ServerTlsCredentials {
         public static X509 fromFiles(Path certificate, Path key, Path clientCa, Consumer<String> log) throws IOException {
@@ -39,10 +40,13 @@ public sealed interface ServerTlsCredentials {
         private static SslContext build(Path certificate, Path key, Path clientCa) throws IOException {
             try {
                 SslContextBuilder builder = SslContextBuilder.forServer(certificate.toFile(), key.toFile())
-                        .sslProvider(SslProvider.JDK)
-                        .protocols("TLSv1.3", "TLSv1.2");
-                if (clientCa != null) {
-                    builder.trustManager(clientCa.toFile()).clientAuth(ClientAuth.REQUIRE);
+                        .sslProvider(SslProvider.JDK);
+                if (clientCa == null) {
+                    builder.protocols("TLSv1.3", "TLSv1.2");
+                } else {
+                    // GnuTLS 3.7 clients (qemu 10, libnbd 1.14) answer the JDK's TLS 1.3 certificate
+                    // request with no certificate when theirs has an RSA key; with TLS 1.2 they send it.
+                    builder.protocols("TLSv1.2").trustManager(clientCa.toFile()).clientAuth(ClientAuth.REQUIRE);
                 }
                 return builder.build();
             } catch (IllegalArgumentException | javax.net.ssl.SSLException e) {
