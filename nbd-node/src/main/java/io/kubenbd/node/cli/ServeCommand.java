@@ -1,5 +1,7 @@
 package io.kubenbd.node.cli;
 
+import io.kubenbd.node.server.ControlAddress;
+import io.kubenbd.node.server.ControlServer;
 import io.kubenbd.node.server.ExportConfig;
 import io.kubenbd.node.server.ExportRegistry;
 import io.kubenbd.node.server.NbdServer;
@@ -83,6 +85,10 @@ final class ServeCommand implements Callable<Integer> {
             description = "Require client certificates that chain to this CA (PEM).")
     Path tlsCa;
 
+    @Option(names = "--control", paramLabel = "ADDR",
+            description = "Serve the gRPC control API (exports, connections, statistics) on unix:PATH or HOST:PORT.")
+    String control;
+
     @Override
     public Integer call() throws Exception {
         List<ExportConfig> configs = new ArrayList<>();
@@ -110,10 +116,22 @@ final class ServeCommand implements Callable<Integer> {
                 ioThreads != null ? ioThreads : defaults.ioThreads(), maxInFlight, defaults.maxInFlightBytes(),
                 defaults.shutdownGrace());
 
-        NbdServer server = NbdServer.start(new InetSocketAddress(bindAddress, bindPort),
-                ExportRegistry.open(configs), settings, serverTls());
+        ControlAddress controlAddress = control == null ? null : ControlAddress.parse(control);
+        ServerTls tls = serverTls();
+        ExportRegistry registry = ExportRegistry.open(configs);
+        NbdServer server = NbdServer.start(new InetSocketAddress(bindAddress, bindPort), registry, settings, tls);
+        ControlServer controlServer;
+        try {
+            controlServer = controlAddress == null ? null : ControlServer.start(controlAddress, registry);
+        } catch (java.io.IOException | RuntimeException e) {
+            server.close();
+            throw e;
+        }
         CountDownLatch stopped = new CountDownLatch(1);
         Runnable stop = () -> {
+            if (controlServer != null) {
+                controlServer.close();
+            }
             server.shutdownGracefully();
             stopped.countDown();
         };

@@ -8,6 +8,8 @@ import io.kubenbd.node.storage.StorageBackend;
 
 import java.io.IOException;
 import java.util.List;
+import java.util.Set;
+import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.atomic.AtomicInteger;
 
 /**
@@ -20,6 +22,8 @@ public final class Export implements AutoCloseable {
     private final StorageBackend backend;
     private final List<MetaContextProvider> metaContexts;
     private final AtomicInteger connections = new AtomicInteger();
+    private final Set<ConnectionContext> live = ConcurrentHashMap.newKeySet();
+    private final ExportStatistics statistics = new ExportStatistics();
 
     public Export(ExportConfig config, StorageBackend backend) {
         this.config = config;
@@ -109,6 +113,23 @@ public final class Export implements AutoCloseable {
 
     void releaseConnection() {
         connections.decrementAndGet();
+    }
+
+    void attach(ConnectionContext conn) {
+        live.add(conn);
+    }
+
+    void detach(ConnectionContext conn) {
+        live.remove(conn);
+    }
+
+    /** Connections in transmission now, oldest first. */
+    public List<ConnectionContext> connections() {
+        return live.stream().sorted(java.util.Comparator.comparingLong(ConnectionContext::id)).toList();
+    }
+
+    public ExportStatistics statistics() {
+        return statistics;
     }
 
     public int activeConnections() {

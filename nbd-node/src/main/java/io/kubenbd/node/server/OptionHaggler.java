@@ -204,8 +204,8 @@ final class OptionHaggler extends ChannelInboundHandlerAdapter {
                 SslHandler ssl = x509.context().current().newHandler(ctx.alloc());
                 ssl.handshakeFuture().addListener(done -> {
                     if (done.isSuccess()) {
-                        log.info("{} TLS established: {} {}", conn, ssl.engine().getSession().getProtocol(),
-                                ssl.engine().getSession().getCipherSuite());
+                        conn.tls(ssl.engine().getSession().getProtocol() + " " + ssl.engine().getSession().getCipherSuite());
+                        log.info("{} TLS established: {}", conn, conn.tls());
                     } else {
                         log.info("{} TLS handshake failed, disconnecting: {}", conn, rootMessage(done.cause()));
                     }

@@ -72,6 +72,7 @@ final class PskTlsHandler extends ChannelDuplexHandler {
         ctx.flush();
         if (!established && engine.isConnected() && !engine.isHandshaking()) {
             established = true;
+            conn.tls(endpoint.negotiated().toString());
             log.info("{} TLS established: {}, PSK identity '{}'", conn, endpoint.negotiated(), endpoint.identity());
         }
         int available = engine.getAvailableInputBytes();

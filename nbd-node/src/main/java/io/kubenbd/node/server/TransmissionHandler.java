@@ -52,7 +52,6 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
     private long inFlightBytes;
     private boolean disconnecting;
     private boolean flushScheduled;
-    private long requests;
     private long errors;
 
     TransmissionHandler(ServerContext server, ConnectionContext conn, Export export, ReplyStyle style,
@@ -70,12 +69,15 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
     @Override
     public void handlerAdded(ChannelHandlerContext ctx) {
         this.ctx = ctx;
+        conn.replies(style.name().toLowerCase(java.util.Locale.ROOT));
+        export.attach(conn);
     }
 
     @Override
     public void channelInactive(ChannelHandlerContext ctx) {
+        export.detach(conn);
         export.releaseConnection();
-        log.info("{} closed after {} requests ({} failed)", conn, requests, errors);
+        log.info("{} closed after {} requests ({} failed)", conn, conn.requests(), errors);
         ctx.fireChannelInactive();
     }
 
@@ -91,7 +93,6 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
             ctx.fireChannelRead(msg);
             return;
         }
-        requests++;
         if (disconnecting) {
             ReferenceCountUtil.release(request);
             return; // the client promised to send nothing after NBD_CMD_DISC
@@ -150,9 +151,12 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
     }
 
     private void send(Reply reply) {
-        if (reply.error() != null) {
+        boolean failed = reply.error() != null;
+        if (failed) {
             errors++;
         }
+        export.statistics().request(failed);
+        conn.countRequest();
         ctx.write(reply, ctx.voidPromise());
         // Completions queued behind this task are written before the flush runs: one syscall for a batch.
         if (!flushScheduled) {
@@ -271,8 +275,16 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
         RequestHeader h = request.header();
         try {
             return switch (request) {
-                case Request.Read r -> read(h);
-                case Request.Write w -> write(w);
+                case Request.Read r -> {
+                    Reply reply = read(h);
+                    export.statistics().read(h.length());
+                    yield reply;
+                }
+                case Request.Write w -> {
+                    Reply reply = write(w);
+                    export.statistics().written(h.length());
+                    yield reply;
+                }
                 case Request.Flush f -> {
                     backend.flush();
                     yield Reply.ok(h);

@@ -1,0 +1,117 @@
+package io.kubenbd.node.server;
+
+import io.grpc.ManagedChannel;
+import io.grpc.Status;
+import io.grpc.StatusRuntimeException;
+import io.grpc.netty.shaded.io.grpc.netty.NettyChannelBuilder;
+import io.grpc.netty.shaded.io.netty.channel.epoll.EpollDomainSocketChannel;
+import io.grpc.netty.shaded.io.netty.channel.epoll.EpollEventLoopGroup;
+import io.grpc.netty.shaded.io.netty.channel.unix.DomainSocketAddress;
+import io.kubenbd.node.client.NbdClient;
+import io.kubenbd.node.control.v1.ExportControlGrpc;
+import io.kubenbd.node.control.v1.ExportStatus;
+import io.kubenbd.node.control.v1.GetStatisticsRequest;
+import io.kubenbd.node.control.v1.ListExportsRequest;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+import java.io.RandomAccessFile;
+import java.net.InetSocketAddress;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.attribute.PosixFilePermissions;
+import java.time.Duration;
+import java.util.List;
+import java.util.concurrent.TimeUnit;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+
+/** The control API over a real unix socket, against a server with live NBD connections. */
+class ExportControlServiceTest {
+    @TempDir
+    Path dir;
+    private NbdServer nbd;
+    private ControlServer control;
+    private EpollEventLoopGroup group;
+    private ManagedChannel channel;
+    private ExportControlGrpc.ExportControlBlockingStub stub;
+
+    @BeforeEach
+    void start() throws Exception {
+        Path image = dir.resolve("disk.img");
+        try (RandomAccessFile f = new RandomAccessFile(image.toFile(), "rw")) {
+            f.setLength(16 << 20);
+        }
+        ExportRegistry registry = ExportRegistry.open(List.of(new ExportConfig("disk", image, false, "a disk", 4)));
+        nbd = NbdServer.start(new InetSocketAddress("127.0.0.1", 0), registry, ServerSettings.defaults());
+        Path socket = dir.resolve("control.sock");
+        control = ControlServer.start(new ControlAddress.Unix(socket), registry);
+        group = new EpollEventLoopGroup(1);
+        channel = NettyChannelBuilder.forAddress(new DomainSocketAddress(socket.toFile()))
+                .channelType(EpollDomainSocketChannel.class).eventLoopGroup(group).usePlaintext().build();
+        stub = ExportControlGrpc.newBlockingStub(channel).withDeadlineAfter(10, TimeUnit.SECONDS);
+    }
+
+    @AfterEach
+    void stop() {
+        channel.shutdownNow();
+        group.shutdownGracefully(0, 1, TimeUnit.SECONDS);
+        control.close();
+        nbd.close();
+    }
+
+    @Test
+    void theSocketIsOwnerOnly() throws Exception {
+        assertThat(PosixFilePermissions.toString(Files.getPosixFilePermissions(dir.resolve("control.sock"))))
+                .isEqualTo("rw-------");
+    }
+
+    @Test
+    void listsExportsWithTheirLiveConnections() throws Exception {
+        try (NbdClient client = NbdClient.connect("127.0.0.1", nbd.port(), Duration.ofSeconds(10))) {
+            client.negotiateExtendedHeaders();
+            client.go("disk");
+            client.write(0, new byte[4096], 0);
+            ExportStatus export = stub.listExports(ListExportsRequest.getDefaultInstance()).getExports(0);
+            assertThat(export.getName()).isEqualTo("disk");
+            assertThat(export.getSize()).isEqualTo(16 << 20);
+            assertThat(export.getDescription()).isEqualTo("a disk");
+            assertThat(export.getMaxConnections()).isEqualTo(4);
+            assertThat(export.getMetaContextsList()).containsExactly("base:allocation");
+            assertThat(export.getConnectionsList()).singleElement().satisfies(c -> {
+                assertThat(c.getPeer()).startsWith("127.0.0.1:");
+                assertThat(c.getReplies()).isEqualTo("extended");
+                assertThat(c.getTls()).isEmpty();
+                assertThat(c.getRequests()).isEqualTo(1);
+            });
+        }
+    }
+
+    @Test
+    void statisticsCountBytesRequestsAndErrors() throws Exception {
+        try (NbdClient client = NbdClient.connect("127.0.0.1", nbd.port(), Duration.ofSeconds(10))) {
+            client.go("disk");
+            client.write(0, new byte[8192], 0);
+            client.read(0, 4096);
+            client.read(0, 4096);
+            assertThat(client.call(io.kubenbd.node.protocol.CommandType.READ, 0, 32L << 20, 512, null).error())
+                    .as("a read past the end").isNotNull();
+        }
+        var stats = stub.getStatistics(GetStatisticsRequest.newBuilder().setExport("disk").build());
+        assertThat(stats.getBytesWritten()).isEqualTo(8192);
+        assertThat(stats.getBytesRead()).isEqualTo(8192);
+        assertThat(stats.getRequests()).isEqualTo(4);
+        assertThat(stats.getErrors()).isEqualTo(1);
+    }
+
+    @Test
+    void anUnknownExportIsNotFound() {
+        assertThatThrownBy(() -> stub.getStatistics(GetStatisticsRequest.newBuilder().setExport("nope").build()))
+                .isInstanceOfSatisfying(StatusRuntimeException.class,
+                        e -> assertThat(e.getStatus().getCode()).isEqualTo(Status.Code.NOT_FOUND))
+                .hasMessageContaining("no export named 'nope'");
+    }
+}
