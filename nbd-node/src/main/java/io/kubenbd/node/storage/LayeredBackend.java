@@ -373,10 +373,11 @@ public final class LayeredBackend implements StorageBackend {
     }
 
     private void zero(long offset, long length, boolean mayPunchHole) throws IOException {
-        if (length == 0) {
+        // Callers keep requests inside the export; clipping keeps a stray one from punching past the data area.
+        long end = Math.min(offset + length, size());
+        if (end <= offset) {
             return;
         }
-        long end = offset + length;
         long first = top.clusterOf(offset);
         long endCluster = top.clusterOf(end - 1) + 1;
         for (long chunk = first; chunk < endCluster; chunk += CHUNK_CLUSTERS) {
