@@ -459,6 +459,33 @@ class LayeredBackendTest {
         }
     }
 
+    @Test
+    void largeRequestsAcrossLockChunksAndMapBlocksPersist() throws IOException {
+        // 4 KiB clusters: one 4 KiB map block covers 16384 clusters (64 MiB); 80 MiB needs two.
+        int size = 80 * MIB;
+        Path top = overlay("top.img", size, 4096);
+        long boundary = 64L * MIB;
+        byte[] data = fill(3 * MIB + 123, 11);                      // ~800 clusters: several lock chunks
+        long at = boundary - MIB - 7;
+        try (LayeredBackend backend = LayeredBackend.open(top, List.of(), false)) {
+            backend.write(at, ByteBuffer.wrap(data));
+            backend.trim(boundary - 4096, 2 * 4096);                // one ZERO cluster in each map block
+        }
+        Arrays.fill(data, (int) (boundary - 4096 - at), (int) (boundary + 4096 - at), (byte) 0);
+        try (LayeredBackend backend = LayeredBackend.open(top, List.of(), true)) {
+            assertThat(read(backend, at, data.length)).isEqualTo(data);
+            assertThat(backend.depth(0, size, 10)).containsExactly(
+                    new DepthRun(at - at % 4096, 0),
+                    new DepthRun(OverlayImage.roundUp(at + data.length, 4096) - (at - at % 4096), 1),
+                    new DepthRun(size - OverlayImage.roundUp(at + data.length, 4096), 0));
+        }
+        // On disk: cluster 16383 (last of map block 0) and 16384 (first of block 1) are ZERO.
+        ByteBuffer map = OverlayImageTest.readBytes(top, 4096, 8192);
+        assertThat(map.get(4095) & 0xc0).isEqualTo(2 << 6);
+        assertThat(map.get(4096) & 0x03).isEqualTo(2);
+        assertThat(map.get(4094) & 0xff).isEqualTo(0x55);             // DATA, DATA, DATA, DATA
+    }
+
     // ---------------------------------------------------------------------------------- helpers
 
     private interface IoAction {
