@@ -1,7 +1,6 @@
 package io.kubenbd.node.storage;
 
 import static org.assertj.core.api.Assertions.assertThat;
-import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
@@ -25,7 +24,7 @@ import org.junit.jupiter.api.io.TempDir;
  * <p>Raw bases are a multiple of 512 bytes long: qemu rounds a raw file's size up to whole
  * sectors and reports the rounded tail as held by the base, which we do not.
  */
-class LayeredBackendQemuTest {
+class LayeredBackendQemuIT {
     private static final int KIB = 1024;
     private static final int MIB = 1024 * KIB;
     private static final int CLUSTER = 64 * KIB;
@@ -71,7 +70,7 @@ class LayeredBackendQemuTest {
 
     @BeforeAll
     static void requireQemu() {
-        assumeTrue(onPath("qemu-img") && onPath("qemu-io"), "qemu-img and qemu-io are not installed");
+        io.kubenbd.node.testing.PeerCommand.requireInstalled("qemu-img", "qemu-io");
     }
 
     @Test
@@ -185,14 +184,5 @@ class LayeredBackendQemuTest {
         Path base = dir.resolve("base.raw");
         Files.write(base, LayeredBackendTest.pattern(size));
         return base;
-    }
-
-    private static boolean onPath(String tool) {
-        for (String directory : System.getenv().getOrDefault("PATH", "").split(":")) {
-            if (Files.isExecutable(Path.of(directory, tool))) {
-                return true;
-            }
-        }
-        return false;
     }
 }
