@@ -22,6 +22,14 @@ WORKLOADS = [
     ("copy_read", "nbdcopy -C4 srv->null", "MiB/s", False),
     ("copy_write", "nbdcopy -C4 file->srv", "MiB/s", False),
 ]
+# TLS-PSK section: (id, label, unit, has_latency, plain counterpart id)
+TLS_WORKLOADS = [
+    ("tls_rr4k_qd32", "TLS 4k randread QD32", "IOPS", True, "rr4k_qd32"),
+    ("tls_sr1m_qd8", "TLS 1M seq read QD8", "MiB/s", True, "sr1m_qd8"),
+    ("tls_copy_read1", "TLS nbdcopy -C1 srv->null", "MiB/s", False, None),
+    ("tls_copy_read", "TLS nbdcopy -C4 srv->null", "MiB/s", False, "copy_read"),
+    ("tls_copy_write", "TLS nbdcopy -C4 file->srv", "MiB/s", False, "copy_write"),
+]
 RSS_ROWS = [
     ("rss_idle", "RSS idle"),
     ("rss_load", "RSS max during 4k QD32"),
@@ -110,14 +118,101 @@ def report(meta_path, res_path, out_txt, out_json):
         extra = f"  [multi-conn: {mc}]" if mc else ""
         lines.append(f"{s + ':':9} {ver or '-'}  ({st}){extra}")
     lines.append("")
+    jrows = []
+    if meta.get("tls_mode", "1") != "only":
+        plain_table(meta, res, lines, jrows)
+    if meta.get("tls_mode", "1") != "0":
+        tls_table(meta, res, lines, jrows)
+    lines.append("ratios: nbd-node / peer of the main metric (IOPS, MiB/s); >1 = nbd-node faster."
+                 " For RSS rows >1 = nbd-node uses more memory.")
+    text = "\n".join(lines) + "\n"
+    sys.stdout.write(text)
+    with open(out_txt, "w") as f:
+        f.write(text)
+    with open(out_json, "w") as f:
+        json.dump({"meta": meta, "rows": jrows}, f, indent=2, ensure_ascii=False)
+        f.write("\n")
 
+
+def table_header():
+    return (f"{'workload':<28}{'unit':>6}"
+            + "".join(f"{s:>11}" for s in SERVERS)
+            + "  |" + "".join(f"{LAT_HDR[s]:>12}" for s in SERVERS)
+            + "  |" + f"{'node/qemu':>10}{'node/kit':>10}")
+
+
+def tls_table(meta, res, lines, jrows):
+    lines.append("=== TLS-PSK (TLS required, PSK identity 'alice'; client libnbd/GnuTLS; fio via "
+                 f"LD_PRELOAD shim; nbdcopy median of {meta.get('tls_copy_reps', '?')}; "
+                 f"load avg before section {meta.get('tls_loadavg', '?')})")
+    for s in SERVERS:
+        st = meta.get(f"tls_status.{s}", "not run")
+        ciph = meta.get(f"tls_cipher.{s}", "-")
+        req = meta.get(f"tls_required.{s}", "?")
+        lines.append(f"{s + ':':9} {ciph}  ({st}; plain NBD refused: {req})")
+        if meta.get(f"tls_serverlog.{s}"):
+            lines.append(f"{'':9} server log: {meta[f'tls_serverlog.{s}']}")
+    if meta.get("tls_fio") == "no":
+        lines.append("(fio TLS rows skipped: the LD_PRELOAD shim could not be built, no C compiler)")
+    lines.append("")
+    hdr = table_header()
+    lines.append(hdr)
+    lines.append("-" * len(hdr))
+    for wid, label, unit, has_lat, plain in TLS_WORKLOADS:
+        vals = {s: get(res, s, wid, "value") for s in SERVERS}
+        lats = {s: get(res, s, wid, "lat_us") for s in SERVERS}
+        nd = 0 if unit == "IOPS" else 1
+        lines.append(f"{label:<28}{unit:>6}"
+                     + "".join(f"{fmt(vals[s], nd):>11}" for s in SERVERS)
+                     + "  |" + "".join(f"{(fmt(lats[s], 1) if has_lat else ''):>12}" for s in SERVERS)
+                     + "  |" + f"{ratio(vals['nbd-node'], vals['qemu-nbd']):>10}"
+                     + f"{ratio(vals['nbd-node'], vals['nbdkit']):>10}")
+        jrows.append({
+            "id": wid, "label": label, "unit": unit, "tls": True,
+            "value": vals, "clat_mean_us": lats if has_lat else None,
+            "clat_p99_us": {s: get(res, s, wid, "p99_us") for s in SERVERS} if has_lat else None,
+            "server_cpu_cores": {s: get(res, s, wid, "cpu") for s in SERVERS},
+            "samples": {s: res.get(s, {}).get(wid, {}).get("value", []) for s in SERVERS},
+            "ratio_node_qemu": ratio_num(vals["nbd-node"], vals["qemu-nbd"]),
+            "ratio_node_nbdkit": ratio_num(vals["nbd-node"], vals["nbdkit"]),
+            "ratio_tls_plain": {s: ratio_num(vals[s], get(res, s, plain, "value")) for s in SERVERS}
+            if plain else None,
+        })
+    lines.append("-" * len(hdr))
+    vals = {s: get(res, s, "tls_rss", "rss_hwm") for s in SERVERS}
+    lines.append(f"{'RSS peak (VmHWM, TLS leg)':<28}{'MiB':>6}"
+                 + "".join(f"{fmt(vals[s], 1):>11}" for s in SERVERS)
+                 + "  |" + " " * 36 + "  |"
+                 + f"{ratio(vals['nbd-node'], vals['qemu-nbd']):>10}"
+                 + f"{ratio(vals['nbd-node'], vals['nbdkit']):>10}")
+    jrows.append({"id": "tls_rss_hwm", "label": "RSS peak (VmHWM, TLS leg)", "unit": "MiB",
+                  "tls": True, "value": vals,
+                  "ratio_node_qemu": ratio_num(vals["nbd-node"], vals["qemu-nbd"]),
+                  "ratio_node_nbdkit": ratio_num(vals["nbd-node"], vals["nbdkit"])})
+    lines.append("")
+    lines.append("server CPU during each TLS run (cores busy, of "
+                 f"{meta.get('cores', '?')}):")
+    for wid, label, unit, _, _ in TLS_WORKLOADS:
+        cpus = {s: get(res, s, wid, "cpu") for s in SERVERS}
+        lines.append(f"  {label:<26}" + "".join(f"{fmt(cpus[s], 2):>11}" for s in SERVERS))
+    if meta.get("tls_mode", "1") != "only":
+        lines.append("")
+        lines.append("TLS / plain, same server and workload (1.00 = no TLS cost; plain = the table above):")
+        for wid, label, unit, _, plain in TLS_WORKLOADS:
+            if not plain:
+                continue
+            lines.append(f"  {label:<26}" + "".join(
+                f"{ratio(get(res, s, wid, 'value'), get(res, s, plain, 'value')):>11}" for s in SERVERS))
+    lines.append("")
+
+
+def plain_table(meta, res, lines, jrows):
     hdr = (f"{'workload':<28}{'unit':>6}"
            + "".join(f"{s:>11}" for s in SERVERS)
            + "  |" + "".join(f"{LAT_HDR[s]:>12}" for s in SERVERS)
            + "  |" + f"{'node/qemu':>10}{'node/kit':>10}")
     lines.append(hdr)
     lines.append("-" * len(hdr))
-    jrows = []
     for wid, label, unit, has_lat in WORKLOADS:
         vals = {s: get(res, s, wid, "value") for s in SERVERS}
         lats = {s: get(res, s, wid, "lat_us") for s in SERVERS}
@@ -155,15 +250,6 @@ def report(meta_path, res_path, out_txt, out_json):
         cpus = {s: get(res, s, wid, "cpu") for s in SERVERS}
         lines.append(f"  {label:<26}" + "".join(f"{fmt(cpus[s], 2):>11}" for s in SERVERS))
     lines.append("")
-    lines.append("ratios: nbd-node / peer of the main metric (IOPS, MiB/s); >1 = nbd-node faster."
-                 " For RSS rows >1 = nbd-node uses more memory.")
-    text = "\n".join(lines) + "\n"
-    sys.stdout.write(text)
-    with open(out_txt, "w") as f:
-        f.write(text)
-    with open(out_json, "w") as f:
-        json.dump({"meta": meta, "rows": jrows}, f, indent=2, ensure_ascii=False)
-        f.write("\n")
 
 
 if __name__ == "__main__":

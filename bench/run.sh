@@ -24,6 +24,10 @@ OUT_DIR=${BENCH_OUT_DIR:-$SCRIPT_DIR/out}
 NBD_NODE_JAVA_OPTS="-XX:+UseSerialGC -Xms8m -Xmx256m -XX:MaxDirectMemorySize=1g"
 JAVA_OPTS_EXTRA=${BENCH_JAVA_OPTS-$NBD_NODE_JAVA_OPTS}
 NO_BUILD=0
+TLS_COPY_REPS=${BENCH_TLS_COPY_REPS:-1}
+TLS_MODE=${BENCH_TLS:-1}     # 0 = plain only, 1 = plain + TLS, only = TLS only
+TLS_ON=0                     # set while the TLS section runs
+PSK_USER=alice
 
 usage() {
     cat <<EOF
@@ -43,6 +47,10 @@ Options:
   --copy-reps N   nbdcopy repetitions per direction, median reported (default $COPY_REPS)
   --no-copy-write skip the nbdcopy file->server direction
   --no-build      do not build nbd-node/target/nbd-node.jar if it is missing
+  --tls           also run the TLS-PSK section after the plain one (default; env BENCH_TLS=1)
+  --no-tls        plain section only (env BENCH_TLS=0)
+  --tls-only      TLS-PSK section only (env BENCH_TLS=only)
+  --tls-copy-reps N  nbdcopy repetitions per TLS copy row (default $TLS_COPY_REPS)
   -h, --help      this text
 
 Other env: BENCH_PORT_BASE (default 27000), BENCH_JAVA_OPTS (JVM flags for
@@ -70,15 +78,22 @@ while (($#)); do
         --warmup=*) WARMUP=${1#*=}; shift ;;
         --no-copy-write) COPY_WRITE=0; shift ;;
         --no-build) NO_BUILD=1; shift ;;
+        --tls) TLS_MODE=1; shift ;;
+        --no-tls) TLS_MODE=0; shift ;;
+        --tls-only) TLS_MODE=only; shift ;;
+        --tls-copy-reps) TLS_COPY_REPS=${2:?--tls-copy-reps needs a value}; shift 2 ;;
+        --tls-copy-reps=*) TLS_COPY_REPS=${1#*=}; shift ;;
         -h|--help) usage; exit 0 ;;
         *) usage >&2; die "unknown argument: $1" ;;
     esac
 done
 
+[[ $TLS_MODE == 0 || $TLS_MODE == 1 || $TLS_MODE == only ]] || die "BENCH_TLS must be 0, 1 or only"
 [[ $RUNTIME =~ ^[1-9][0-9]*$ ]] || die "--runtime must be a positive integer (seconds)"
 [[ $RAMP =~ ^[0-9]+$ ]] || die "--ramp must be a non-negative integer (seconds)"
 [[ $WARMUP =~ ^[0-9]+$ ]] || die "--warmup must be a non-negative integer (seconds)"
 [[ $COPY_REPS =~ ^[1-9][0-9]*$ && $COPY_REPS -le 20 ]] || die "--copy-reps must be 1..20"
+[[ $TLS_COPY_REPS =~ ^[1-9][0-9]*$ && $TLS_COPY_REPS -le 20 ]] || die "--tls-copy-reps must be 1..20"
 [[ $PORT_BASE =~ ^[0-9]+$ && $PORT_BASE -ge 1024 && $PORT_BASE -le 60000 ]] \
     || die "BENCH_PORT_BASE must be 1024..60000"
 
@@ -111,6 +126,9 @@ done
 fio --enghelp=nbd >/dev/null 2>&1 || die "this fio has no nbd ioengine"
 has_server qemu-nbd && ! command -v qemu-nbd >/dev/null && die "qemu-nbd not installed"
 has_server nbdkit && ! command -v nbdkit >/dev/null && die "nbdkit not installed"
+if [[ $TLS_MODE != 0 ]]; then
+    command -v psktool >/dev/null || die "psktool (gnutls-bin) is needed for the TLS section (or use --no-tls)"
+fi
 
 java_major() {  # prints the java.specification.version major of $1/bin/java
     local v
@@ -151,6 +169,9 @@ META="$WORK/meta.tsv"
 SRV_PID=""
 SAMPLER_PID=""
 FAILED=0
+PSK="$WORK/keys.psk"
+SHIM=""            # LD_PRELOAD shim that lets fio's nbd engine read tls-psk-file
+declare -a FIO_PRE=()
 
 alive() {  # true if PID exists and is not a zombie
     local st
@@ -218,19 +239,35 @@ cores_busy() {  # cores_busy TICKS0 TICKS1 NS0 NS1
         'BEGIN { d = (t1 - t0) / 1e9; if (d <= 0) d = 1; printf "%.2f", (b - a) / hz / d }'
 }
 
+# URI of the export; with TLS_ON an nbds:// URI with the PSK identity and key file
+srv_uri() {
+    if ((TLS_ON)); then
+        echo "nbds://$PSK_USER@127.0.0.1:$1/bench?tls-psk-file=$PSK"
+    else
+        echo "nbd://127.0.0.1:$1/bench"
+    fi
+}
+
 start_server() {  # start_server NAME PORT -> sets SRV_PID
-    local name=$1 port=$2 logf="$WORK/$1.log"
+    local name=$1 port=$2 logf="$WORK/$1$(((TLS_ON)) && echo .tls).log" tls=()
+    if ((TLS_ON)); then
+        case "$name" in
+            nbd-node) tls=(--tls-psk "$PSK") ;;   # credentials given = TLS required
+            qemu-nbd) tls=(--object "tls-creds-psk,id=tls0,endpoint=server,dir=$WORK" --tls-creds tls0) ;;
+            nbdkit) tls=(--tls=require "--tls-psk=$PSK") ;;
+        esac
+    fi
     case "$name" in
         nbd-node)
             # shellcheck disable=SC2086
             "$JAVA_HOME/bin/java" $JAVA_OPTS_EXTRA -jar "$JAR" serve \
-                --bind 127.0.0.1 --port "$port" --export "bench=$IMAGE" >"$logf" 2>&1 &
+                --bind 127.0.0.1 --port "$port" "${tls[@]}" --export "bench=$IMAGE" >"$logf" 2>&1 &
             ;;
         qemu-nbd)
-            qemu-nbd -t -f raw -x bench -b 127.0.0.1 -p "$port" -e 8 "$IMAGE" >"$logf" 2>&1 &
+            qemu-nbd -t -f raw -x bench -b 127.0.0.1 -p "$port" -e 8 "${tls[@]}" "$IMAGE" >"$logf" 2>&1 &
             ;;
         nbdkit)
-            nbdkit -f -i 127.0.0.1 -p "$port" -e bench file "$IMAGE" >"$logf" 2>&1 &
+            nbdkit -f -i 127.0.0.1 -p "$port" -e bench "${tls[@]}" file "$IMAGE" >"$logf" 2>&1 &
             ;;
     esac
     SRV_PID=$!
@@ -238,6 +275,7 @@ start_server() {  # start_server NAME PORT -> sets SRV_PID
 
 wait_ready() {  # wait_ready NAME PORT: bounded wait for listen + NBD handshake
     local name=$1 port=$2 deadline=$((SECONDS + START_TIMEOUT)) got rc
+    ((TLS_ON)) && name="$name.tls"
     while ((SECONDS < deadline)); do
         if ! alive "$SRV_PID"; then
             wait "$SRV_PID" 2>/dev/null && rc=0 || rc=$?
@@ -250,7 +288,7 @@ wait_ready() {  # wait_ready NAME PORT: bounded wait for listen + NBD handshake
             return 1
         fi
         if [[ -n $(ss -ltnH "( sport = :$port )" 2>/dev/null) ]]; then
-            if got=$(timeout 10 nbdinfo --size "nbd://127.0.0.1:$port/bench" 2>>"$WORK/$name.nbdinfo.err"); then
+            if got=$(timeout 10 nbdinfo --size "$(srv_uri "$port")" 2>>"$WORK/$name.nbdinfo.err"); then
                 if [[ $got != "$SIZE_BYTES" ]]; then
                     log "$name reports export size $got, expected $SIZE_BYTES"
                     return 1
@@ -289,8 +327,8 @@ run_fio() {
     log "  $name: fio $id ($rw bs=$bs iodepth=$qd, ${RUNTIME}s)"
     [[ -n $sample ]] && start_sampler "$WORK/rss-$name" $(((RUNTIME + RAMP + 10) * 2))
     c0=$(cpu_ticks "$SRV_PID"); t0=$(now_ns)
-    if ! timeout -k 5 $((RUNTIME + RAMP + 60)) fio --name="$id" --ioengine=nbd \
-            --uri="nbd://127.0.0.1:$port/bench" --rw="$rw" --bs="$bs" --iodepth="$qd" \
+    if ! timeout -k 5 $((RUNTIME + RAMP + 60)) "${FIO_PRE[@]}" fio --name="$id" --ioengine=nbd \
+            --uri="$(srv_uri "$port")" --rw="$rw" --bs="$bs" --iodepth="$qd" \
             --numjobs=1 --size="$SIZE_BYTES" --time_based --runtime="$RUNTIME" \
             --ramp_time="$RAMP" "${extra[@]}" --output-format=json --output="$out" \
             >"$WORK/fio-$name-$id.stderr" 2>&1; then
@@ -312,13 +350,13 @@ run_fio() {
     log "    -> ${iops} IOPS, ${mib} MiB/s, clat mean ${lat} us"
 }
 
-# run_copy NAME PORT ID SRC DST
+# run_copy NAME PORT ID SRC DST [CONNECTIONS]
 run_copy() {
-    local name=$1 port=$2 id=$3 src=$4 dst=$5 r t0 t1 c0 c1 mibs
+    local name=$1 port=$2 id=$3 src=$4 dst=$5 conns=${6:-4} r t0 t1 c0 c1 mibs
     local limit=$((60 + SIZE_BYTES / 20971520))   # generous: >= 20 MiB/s
     for ((r = 1; r <= COPY_REPS; r++)); do
         c0=$(cpu_ticks "$SRV_PID"); t0=$(now_ns)
-        if ! timeout -k 5 "$limit" nbdcopy --connections=4 "$src" "$dst" >"$WORK/copy-$name-$id.log" 2>&1; then
+        if ! timeout -k 5 "$limit" nbdcopy --connections="$conns" "$src" "$dst" >"$WORK/copy-$name-$id.log" 2>&1; then
             log "  $name: nbdcopy $id failed:"; sed 's/^/    /' "$WORK/copy-$name-$id.log" >&2
             return 1
         fi
@@ -379,6 +417,88 @@ run_leg() {  # run_leg NAME: all workloads against one server
     return 0
 }
 
+# Build the fio shim: fio's nbd engine calls nbd_connect_uri() without
+# nbd_set_uri_allow_local_file(), so libnbd refuses "tls-psk-file=" in the URI.
+# This LD_PRELOAD library wraps nbd_connect_uri() to allow it first. Only fio
+# gets it. Needs a C compiler; without one the TLS fio rows are skipped.
+build_shim() {
+    local cc
+    cc=$(command -v cc || command -v gcc || true)
+    [[ -n $cc ]] || { log "no C compiler: TLS fio rows skipped (nbdcopy rows still run)"; return 1; }
+    cat >"$WORK/fio-tls-shim.c" <<'EOF'
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdbool.h>
+struct nbd_handle;
+int nbd_connect_uri(struct nbd_handle *h, const char *uri)
+{
+    int (*real)(struct nbd_handle *, const char *) =
+        (int (*)(struct nbd_handle *, const char *))dlsym(RTLD_NEXT, "nbd_connect_uri");
+    int (*allow)(struct nbd_handle *, bool) =
+        (int (*)(struct nbd_handle *, bool))dlsym(RTLD_DEFAULT, "nbd_set_uri_allow_local_file");
+    if (!real || !allow || allow(h, true) == -1)
+        return -1;
+    return real(h, uri);
+}
+EOF
+    "$cc" -O2 -shared -fPIC -o "$WORK/fio-tls-shim.so" "$WORK/fio-tls-shim.c" -ldl \
+        >"$WORK/fio-tls-shim.log" 2>&1 \
+        || { log "cannot build the fio TLS shim: TLS fio rows skipped"; sed 's/^/    /' "$WORK/fio-tls-shim.log" >&2; return 1; }
+    SHIM="$WORK/fio-tls-shim.so"
+}
+
+tls_observe() {  # tls_observe NAME PORT: record the negotiated TLS parameters (client view)
+    local name=$1 port=$2 dbg ver suite group kx line
+    dbg=$(GNUTLS_DEBUG_LEVEL=4 LIBNBD_DEBUG=1 timeout 10 nbdinfo --size "$(srv_uri "$port")" 2>&1) || true
+    suite=$(sed -n 's/.*Selected cipher suite: GNUTLS_\([A-Z0-9_]*\).*/TLS_\1/p' <<<"$dbg" | head -n1)
+    group=$(sed -n 's/.*Selected group \([A-Z0-9_]*\).*/\1/p' <<<"$dbg" | head -n1)
+    kx=$(sed -n 's/.*connection is using TLS: .* key exchange \([A-Z0-9_-]*\).*/\1/p' <<<"$dbg" | head -n1)
+    if grep -q 'TLS 1.3 re-key' <<<"$dbg"; then ver="TLS 1.3"; else ver="TLS <1.3"; fi
+    meta "tls_cipher.$name" "$ver ${suite:-?}, kx ${kx:-?}${group:+ $group}"
+    if [[ $name == nbd-node ]]; then
+        line=$(grep -o 'TLS established: .*' "$WORK/$name.tls.log" 2>/dev/null | head -n1 || true)
+        [[ -n $line ]] && meta "tls_serverlog.$name" "$line"
+    fi
+    # the server must refuse plain NBD
+    if timeout 10 nbdinfo --size "nbd://127.0.0.1:$port/bench" >/dev/null 2>&1; then
+        meta "tls_required.$name" "NO (plain handshake accepted)"
+    else
+        meta "tls_required.$name" "yes"
+    fi
+}
+
+run_tls_leg() {  # run_tls_leg NAME: TLS-PSK workloads against one server
+    local name=$1 port kib
+    local COPY_REPS=$TLS_COPY_REPS   # dynamic scope: run_copy sees the TLS repetition count
+    port=$(pick_port) || { log "no free port found"; return 1; }
+    log "== $name on 127.0.0.1:$port with TLS-PSK"
+    start_server "$name" "$port"
+    wait_ready "$name" "$port" || return 1
+    tls_observe "$name" "$port"
+    log "  $name: $(awk -F'\t' -v k="tls_cipher.$name" '$1 == k { v = $2 } END { print v }' "$META")"
+    if [[ -n $SHIM ]]; then
+        if ((WARMUP > 0)); then
+            log "  $name: warm-up ${WARMUP}s (untimed, TLS)"
+            timeout -k 5 $((WARMUP + 60)) "${FIO_PRE[@]}" fio --ioengine=nbd --uri="$(srv_uri "$port")" \
+                --size="$SIZE_BYTES" --time_based --runtime="$WARMUP" --numjobs=1 \
+                --name=warm4k --rw=randrw --bs=4k --iodepth=16 --norandommap \
+                --name=warm1m --rw=rw --bs=1M --iodepth=4 \
+                --output="$WORK/warmup-$name.tls.txt" >/dev/null 2>&1 \
+                || { log "  $name: TLS warm-up failed:"; tail -n 20 "$WORK/warmup-$name.tls.txt" | sed 's/^/    /' >&2; return 1; }
+        fi
+        run_fio "$name" "$port" tls_rr4k_qd32 randread 4k 32 || return 1
+        run_fio "$name" "$port" tls_sr1m_qd8 read 1M 8 || return 1
+    fi
+    run_copy "$name" "$port" tls_copy_read1 "$(srv_uri "$port")" null: 1 || return 1
+    run_copy "$name" "$port" tls_copy_read "$(srv_uri "$port")" null: 4 || return 1
+    if ((COPY_WRITE)); then
+        run_copy "$name" "$port" tls_copy_write "$SRC" "$(srv_uri "$port")" 4 || return 1
+    fi
+    alive "$SRV_PID" || { log "$name died during the TLS run"; return 1; }
+    kib=$(rss_kib "$SRV_PID" VmHWM); result "$name" tls_rss rss_hwm "$(kib2mib "$kib")"
+    return 0
+}
+
 # --- main -------------------------------------------------------------------
 DATE=$(date +%Y%m%d-%H%M%S)
 meta date "$(date '+%F %T %Z')"
@@ -399,8 +519,12 @@ log "creating $SIZE_HUMAN random image in $WORK"
 fill_random "$IMAGE"
 ((COPY_WRITE)) && fill_random "$SRC"
 
+meta tls_mode "$TLS_MODE"
 for name in "${SERVERS[@]}"; do
     meta "version.$name" "$(server_version "$name" 2>/dev/null || echo '?')"
+done
+for name in "${SERVERS[@]}"; do
+    [[ $TLS_MODE == only ]] && break
     if run_leg "$name"; then
         meta "status.$name" ok
     else
@@ -408,11 +532,30 @@ for name in "${SERVERS[@]}"; do
         FAILED=1
         log "== $name FAILED; its column will show '-' (see messages above)"
         # drop partial numbers so a failed leg never looks like a result
-        awk -F'\t' -v n="$name" '$1 != n' "$RESULTS" >"$RESULTS.tmp" && mv -f "$RESULTS.tmp" "$RESULTS"
+        awk -F'\t' -v n="$name" '!($1 == n && $2 !~ /^tls_/)' "$RESULTS" >"$RESULTS.tmp" && mv -f "$RESULTS.tmp" "$RESULTS"
     fi
     stop_pid "$SAMPLER_PID"; SAMPLER_PID=""
     stop_pid "$SRV_PID"; SRV_PID=""
 done
+
+if [[ $TLS_MODE != 0 ]]; then
+    TLS_ON=1
+    psktool -u "$PSK_USER" -p "$PSK" >/dev/null 2>&1 || die "psktool failed to create $PSK"
+    if build_shim; then FIO_PRE=(env "LD_PRELOAD=$SHIM"); meta tls_fio yes; else meta tls_fio no; fi
+    meta tls_loadavg "$(cut -d' ' -f1-3 /proc/loadavg)"; meta tls_copy_reps "$TLS_COPY_REPS"
+    for name in "${SERVERS[@]}"; do
+        if run_tls_leg "$name"; then
+            meta "tls_status.$name" ok
+        else
+            meta "tls_status.$name" FAILED
+            FAILED=1
+            log "== $name TLS FAILED; its TLS column will show '-' (see messages above)"
+            awk -F'\t' -v n="$name" '!($1 == n && $2 ~ /^tls_/)' "$RESULTS" >"$RESULTS.tmp" && mv -f "$RESULTS.tmp" "$RESULTS"
+        fi
+        stop_pid "$SRV_PID"; SRV_PID=""
+    done
+    FIO_PRE=(); TLS_ON=0
+fi
 
 mkdir -p "$OUT_DIR"
 python3 "$REPORT" report "$META" "$RESULTS" "$OUT_DIR/results-$DATE.txt" "$OUT_DIR/results-$DATE.json"
