@@ -380,25 +380,56 @@ public final class DirtyBitmapSet implements AutoCloseable {
             return;
         }
         long end = length > exportSize - offset ? exportSize : offset + length;
+        Recording r = enter();
+        if (r == null) {
+            return;
+        }
+        try {
+            for (DirtyBitmap bitmap : r.bitmaps) {
+                bitmap.mark(offset, end);
+            }
+        } finally {
+            r.inFlight.decrementAndGet();
+        }
+    }
+
+    /**
+     * The current generation, counted as in use by the caller (who must decrement its count),
+     * or null when nothing records.
+     */
+    private Recording enter() {
         while (true) {
             Recording r = recording;
             if (r.bitmaps.length == 0) {
-                return;
+                return null;
             }
             r.inFlight.incrementAndGet();
+            // Dekker-style: either switchTo() sees our count, or we see its new generation and retry.
+            if (recording == r) {
+                return r;
+            }
+            r.inFlight.decrementAndGet();
+        }
+    }
+
+    /**
+     * For tests: a {@link #markDirty} call paused after it chose the bitmaps to write to;
+     * running the result finishes it.
+     */
+    Runnable pausedMarkDirty(long offset, long end) {
+        Recording r = enter();
+        if (r == null) {
+            return () -> {};
+        }
+        return () -> {
             try {
-                // Dekker-style check: either publish() sees our count, or we see its new generation.
-                if (recording != r) {
-                    continue;
-                }
                 for (DirtyBitmap bitmap : r.bitmaps) {
                     bitmap.mark(offset, end);
                 }
-                return;
             } finally {
                 r.inFlight.decrementAndGet();
             }
-        }
+        };
     }
 
     /**
