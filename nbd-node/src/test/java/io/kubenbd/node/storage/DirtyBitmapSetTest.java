@@ -659,6 +659,19 @@ class DirtyBitmapSetTest {
     }
 
     @Test
+    void handlesAnEmptyExport() throws IOException {
+        try (DirtyBitmapSet set = open(0)) {
+            set.add("e", 4096);
+            set.markDirty(0, 4096);
+            assertThat(set.runs("e", 0, 4096, 10)).isEmpty();
+            assertThat(set.info("e").orElseThrow().dirtyBytes()).isZero();
+        }
+        try (DirtyBitmapSet set = open(0)) {
+            assertThat(set.info("e").orElseThrow().state()).isEqualTo(DirtyBitmapState.RECORDING);
+        }
+    }
+
+    @Test
     void documentsWhereTheFilesLive() {
         assertThat(DirtyBitmapSet.directoryFor(Path.of("/srv/vol/disk.img"))).isEqualTo(Path.of("/srv/vol/disk.img.bitmaps"));
     }
