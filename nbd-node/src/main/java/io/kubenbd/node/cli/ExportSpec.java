@@ -3,7 +3,9 @@ package io.kubenbd.node.cli;
 import io.kubenbd.node.server.ExportConfig;
 
 import java.nio.file.Path;
+import java.util.ArrayList;
 import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 import java.util.Set;
@@ -16,7 +18,9 @@ import java.util.Set;
  * {@code word=value} with an unknown word is refused as a mistyped key.
  */
 final class ExportSpec {
-    static final Set<String> KEYS = Set.of("readonly", "description", "max-connections");
+    static final Set<String> KEYS = Set.of("readonly", "description", "max-connections", "bitmap", "backing", "format");
+    /** Keys that may be given more than once; their values add up in order. */
+    static final Set<String> REPEATABLE = Set.of("bitmap", "backing");
     private static final java.util.regex.Pattern KEY_SHAPE = java.util.regex.Pattern.compile("[A-Za-z][A-Za-z0-9_-]*");
 
     private ExportSpec() {}
@@ -30,7 +34,7 @@ final class ExportSpec {
         String name = spec.substring(0, eq);
         String[] parts = spec.substring(eq + 1).split(",", -1);
         StringBuilder path = new StringBuilder(parts[0]);
-        Map<String, String> options = new LinkedHashMap<>();
+        Map<String, List<String>> options = new LinkedHashMap<>();
         String lastKey = null;
         for (int i = 1; i < parts.length; i++) {
             String part = parts[i];
@@ -42,14 +46,16 @@ final class ExportSpec {
             }
             if (KEYS.contains(key.toLowerCase(Locale.ROOT))) {
                 lastKey = key.toLowerCase(Locale.ROOT);
-                if (options.containsKey(lastKey)) {
+                if (options.containsKey(lastKey) && !REPEATABLE.contains(lastKey)) {
                     throw new IllegalArgumentException("--export '" + name + "': " + lastKey + " given twice");
                 }
-                options.put(lastKey, part.contains("=") ? part.substring(part.indexOf('=') + 1) : null);
+                options.computeIfAbsent(lastKey, k -> new ArrayList<>())
+                        .add(part.contains("=") ? part.substring(part.indexOf('=') + 1) : null);
             } else if (lastKey == null) {
                 path.append(',').append(part);
-            } else if (options.get(lastKey) != null) {
-                options.put(lastKey, options.get(lastKey) + "," + part);
+            } else if (options.get(lastKey).getLast() != null) {
+                List<String> values = options.get(lastKey);
+                values.set(values.size() - 1, values.getLast() + "," + part);
             } else {
                 throw new IllegalArgumentException("--export '" + name + "': unknown key '" + key
                         + "' (known: " + String.join(", ", KEYS.stream().sorted().toList()) + ")");
@@ -58,8 +64,8 @@ final class ExportSpec {
         return build(name, path.toString(), options);
     }
 
-    /** Builds an export from its name, path and options; values may be null for flags. */
-    static ExportConfig build(String name, String path, Map<String, String> options) {
+    /** Builds an export from its name, path and options; a value may be null for a flag. */
+    static ExportConfig build(String name, String path, Map<String, List<String>> options) {
         String where = "export '" + name + "'";
         if (name.isEmpty()) {
             throw new IllegalArgumentException("export name must not be empty");
@@ -67,17 +73,21 @@ final class ExportSpec {
         if (path == null || path.isEmpty()) {
             throw new IllegalArgumentException(where + ": path is missing");
         }
-        for (String key : options.keySet()) {
+        for (var entry : options.entrySet()) {
+            String key = entry.getKey();
             if (!KEYS.contains(key)) {
                 throw new IllegalArgumentException(where + ": unknown key '" + key + "' (known: "
                         + String.join(", ", KEYS.stream().sorted().toList()) + ")");
             }
+            if (entry.getValue().size() > 1 && !REPEATABLE.contains(key)) {
+                throw new IllegalArgumentException(where + ": " + key + " given twice");
+            }
         }
-        boolean readOnly = bool(where, "readonly", options.get("readonly"), options.containsKey("readonly"));
-        String description = options.getOrDefault("description", "");
+        boolean readOnly = bool(where, "readonly", single(options, "readonly"), options.containsKey("readonly"));
+        String description = options.containsKey("description") ? single(options, "description") : "";
         int maxConnections = ExportConfig.DEFAULT_MAX_CONNECTIONS;
         if (options.containsKey("max-connections")) {
-            String value = options.get("max-connections");
+            String value = single(options, "max-connections");
             try {
                 maxConnections = Integer.parseInt(value == null ? "" : value.trim());
             } catch (NumberFormatException e) {
@@ -87,7 +97,54 @@ final class ExportSpec {
                 throw new IllegalArgumentException(where + ": max-connections must be 1..1024, got " + maxConnections);
             }
         }
-        return new ExportConfig(name, Path.of(path), readOnly, description, maxConnections);
+        List<ExportConfig.BitmapSpec> bitmaps = new ArrayList<>();
+        for (String value : options.getOrDefault("bitmap", List.of())) {
+            bitmaps.add(bitmap(where, value));
+        }
+        List<Path> backing = new ArrayList<>();
+        for (String value : options.getOrDefault("backing", List.of())) {
+            if (value == null || value.isEmpty()) {
+                throw new IllegalArgumentException(where + ": backing needs a path (backing=PATH)");
+            }
+            backing.add(Path.of(value));
+        }
+        ExportConfig.Format format = backing.isEmpty() ? ExportConfig.Format.RAW : ExportConfig.Format.OVERLAY;
+        if (options.containsKey("format")) {
+            String value = String.valueOf(single(options, "format")).trim().toLowerCase(Locale.ROOT);
+            format = switch (value) {
+                case "raw" -> ExportConfig.Format.RAW;
+                case "overlay" -> ExportConfig.Format.OVERLAY;
+                default -> throw new IllegalArgumentException(where + ": format must be raw or overlay, got '" + value + "'");
+            };
+        }
+        try {
+            return new ExportConfig(name, Path.of(path), readOnly, description == null ? "" : description,
+                    maxConnections, bitmaps, backing, format);
+        } catch (IllegalArgumentException e) {
+            throw new IllegalArgumentException(e.getMessage().startsWith("export") ? e.getMessage()
+                    : where + ": " + e.getMessage(), e);
+        }
+    }
+
+    /** {@code NAME[:GRANULARITY]}, the granularity in bytes or with a K or M suffix. */
+    private static ExportConfig.BitmapSpec bitmap(String where, String value) {
+        if (value == null || value.isEmpty()) {
+            throw new IllegalArgumentException(where + ": bitmap needs a name (bitmap=NAME[:GRANULARITY])");
+        }
+        int colon = value.indexOf(':');
+        String name = colon < 0 ? value : value.substring(0, colon);
+        long granularity = colon < 0 ? ExportConfig.BitmapSpec.DEFAULT_GRANULARITY
+                : ByteSize.parse(value.substring(colon + 1), where + ": bitmap '" + name + "' granularity");
+        try {
+            return new ExportConfig.BitmapSpec(name, granularity);
+        } catch (IllegalArgumentException e) {
+            throw new IllegalArgumentException(where + ": " + e.getMessage(), e);
+        }
+    }
+
+    private static String single(Map<String, List<String>> options, String key) {
+        List<String> values = options.get(key);
+        return values == null ? null : values.getFirst();
     }
 
     private static boolean bool(String where, String key, String value, boolean present) {

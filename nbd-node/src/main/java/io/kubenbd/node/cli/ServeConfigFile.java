@@ -23,9 +23,15 @@ import java.util.Map;
  *     readonly: false
  *     description: VM disk
  *     max-connections: 8
+ *     bitmap: [backup-base, hourly:1M]
+ *     backing: [/data/golden.img]
  * </pre>
  */
 record ServeConfigFile(String bind, Integer port, List<ExportConfig> exports) {
+
+    private static String first(List<String> values) {
+        return values == null || values.isEmpty() ? null : values.getFirst();
+    }
 
     static ServeConfigFile load(Path file) throws IOException {
         Map<?, ?> root;
@@ -53,10 +59,13 @@ record ServeConfigFile(String bind, Integer port, List<ExportConfig> exports) {
                 if (!(entry instanceof Map<?, ?> map)) {
                     throw new IllegalArgumentException("config " + file + ": each export must be a mapping");
                 }
-                Map<String, String> options = new LinkedHashMap<>();
-                map.forEach((k, v) -> options.put(String.valueOf(k), v == null ? null : String.valueOf(v)));
-                String name = options.remove("name");
-                String path = options.remove("path");
+                Map<String, List<String>> options = new LinkedHashMap<>();
+                // A YAML list gives a repeatable key (bitmap, backing) several values.
+                map.forEach((k, v) -> options.put(String.valueOf(k), v instanceof List<?> list
+                        ? list.stream().map(e -> e == null ? null : String.valueOf(e)).collect(java.util.stream.Collectors.toList())
+                        : java.util.Collections.singletonList(v == null ? null : String.valueOf(v))));
+                String name = first(options.remove("name"));
+                String path = first(options.remove("path"));
                 if (name == null) {
                     throw new IllegalArgumentException("config " + file + ": an export has no name");
                 }

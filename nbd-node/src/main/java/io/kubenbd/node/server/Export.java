@@ -4,9 +4,16 @@ import io.kubenbd.node.protocol.Limits;
 import io.kubenbd.node.protocol.OptionReply;
 import io.kubenbd.node.protocol.ReplyStyle;
 import io.kubenbd.node.protocol.TransmissionFlags;
+import io.kubenbd.node.storage.DirtyBitmapInfo;
+import io.kubenbd.node.storage.DirtyBitmapSet;
+import io.kubenbd.node.storage.DirtyBitmapState;
+import io.kubenbd.node.storage.LayeredBackend;
 import io.kubenbd.node.storage.StorageBackend;
 
 import java.io.IOException;
+import java.nio.file.Files;
+import java.util.ArrayList;
+import java.util.Optional;
 import java.util.List;
 import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
@@ -20,19 +27,56 @@ import java.util.concurrent.atomic.AtomicInteger;
 public final class Export implements AutoCloseable {
     private final ExportConfig config;
     private final StorageBackend backend;
-    private final List<MetaContextProvider> metaContexts;
+    private final List<MetaContext> fixedContexts;
+    /** Null when the export keeps no bitmaps. */
+    private final DirtyBitmapSet bitmaps;
     private final AtomicInteger connections = new AtomicInteger();
     private final Set<ConnectionContext> live = ConcurrentHashMap.newKeySet();
     private final ExportStatistics statistics = new ExportStatistics();
 
-    public Export(ExportConfig config, StorageBackend backend) {
+    public Export(ExportConfig config, StorageBackend backend, DirtyBitmapSet bitmaps) {
         this.config = config;
         this.backend = backend;
-        this.metaContexts = List.of(new BaseAllocationContext(backend));
+        this.bitmaps = bitmaps;
+        this.fixedContexts = List.of(
+                new MetaContext(MetaContext.BASE_ALLOCATION, new BaseAllocationContext(backend)),
+                new MetaContext(MetaContext.ALLOCATION_DEPTH, new AllocationDepthContext(backend)));
     }
 
     public static Export open(ExportConfig config) throws IOException {
-        return new Export(config, StorageBackend.open(config.path(), config.readOnly()));
+        StorageBackend backend = switch (config.format()) {
+            case RAW -> StorageBackend.open(config.path(), config.readOnly());
+            case OVERLAY -> LayeredBackend.open(config.path(), config.backing(), config.readOnly());
+        };
+        try {
+            return new Export(config, backend, openBitmaps(config, backend.size()));
+        } catch (IOException | RuntimeException e) {
+            backend.close();
+            throw e;
+        }
+    }
+
+    /**
+     * The export's bitmaps: those persisted beside the data from earlier runs, plus the
+     * configured ones that do not exist yet. No directory is created for an export that has
+     * never had a bitmap.
+     */
+    private static DirtyBitmapSet openBitmaps(ExportConfig config, long size) throws IOException {
+        if (config.bitmaps().isEmpty() && !Files.isDirectory(DirtyBitmapSet.directoryFor(config.path()))) {
+            return null;
+        }
+        DirtyBitmapSet set = DirtyBitmapSet.open(config.path(), size);
+        try {
+            for (ExportConfig.BitmapSpec wanted : config.bitmaps()) {
+                if (set.info(wanted.name()).isEmpty()) {
+                    set.add(wanted.name(), wanted.granularity());
+                }
+            }
+        } catch (IOException | RuntimeException e) {
+            set.close();
+            throw e;
+        }
+        return set;
     }
 
     public String name() {
@@ -55,9 +99,34 @@ public final class Export implements AutoCloseable {
         return config.readOnly() || backend.readOnly();
     }
 
-    /** The meta contexts this export offers, in context-id order. */
-    public List<MetaContextProvider> metaContexts() {
-        return metaContexts;
+    /**
+     * The meta contexts this export offers now, in context-id order. A bitmap that is not
+     * consistent (the server crashed while it recorded) is not offered at all.
+     */
+    List<MetaContext> metaContexts() {
+        if (bitmaps == null) {
+            return fixedContexts;
+        }
+        List<MetaContext> all = new ArrayList<>(fixedContexts);
+        List<DirtyBitmapInfo> list = bitmaps.list();
+        for (int i = 0; i < list.size(); i++) {
+            if (list.get(i).state() != DirtyBitmapState.INCONSISTENT) {
+                all.add(new MetaContext(MetaContext.FIRST_BITMAP + i, new DirtyBitmapContext(bitmaps, list.get(i).name())));
+            }
+        }
+        return all;
+    }
+
+    /** Records that a write, trim or zeroing is about to change the range. */
+    void markDirty(long offset, long length) {
+        if (bitmaps != null && length > 0) {
+            bitmaps.markDirty(offset, length);
+        }
+    }
+
+    /** The export's bitmaps, empty if it keeps none. */
+    public Optional<DirtyBitmapSet> bitmaps() {
+        return Optional.ofNullable(bitmaps);
     }
 
     /**
@@ -138,6 +207,12 @@ public final class Export implements AutoCloseable {
 
     @Override
     public void close() throws IOException {
-        backend.close();
+        try {
+            if (bitmaps != null) {
+                bitmaps.close(); // persists them and marks them cleanly closed
+            }
+        } finally {
+            backend.close();
+        }
     }
 }

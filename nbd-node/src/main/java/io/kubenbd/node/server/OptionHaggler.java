@@ -44,7 +44,7 @@ final class OptionHaggler extends ChannelInboundHandlerAdapter {
     private ReplyStyle style = ReplyStyle.SIMPLE;
     private boolean noZeroes;
     /** Contexts from the last NBD_OPT_SET_META_CONTEXT, valid only for {@link #contextsExport}. */
-    private List<SelectedContext> contexts = List.of();
+    private List<MetaContext> contexts = List.of();
     private String contextsExport;
     private ScheduledFuture<?> timeout;
     private boolean tlsActive;
@@ -313,18 +313,17 @@ final class OptionHaggler extends ChannelInboundHandlerAdapter {
                     "export '" + meta.exportName() + "' not present"));
             return;
         }
-        List<MetaContextProvider> offered = found.get().metaContexts();
-        List<SelectedContext> matches = new ArrayList<>();
-        for (int id = 0; id < offered.size(); id++) {
-            String name = offered.get(id).name();
+        List<MetaContext> matches = new ArrayList<>();
+        for (MetaContext offered : found.get().metaContexts()) {
+            String name = offered.name();
             boolean match = meta.set()
                     ? meta.queries().contains(name)
                     : meta.queries().isEmpty() || meta.queries().stream().anyMatch(q -> listQueryMatches(q, name));
             if (match) {
-                matches.add(new SelectedContext(id, offered.get(id)));
+                matches.add(offered);
             }
         }
-        for (SelectedContext match : matches) {
+        for (MetaContext match : matches) {
             ctx.write(encode(ctx, meta.option(), new OptionReply.MetaContext(meta.set() ? match.id() : 0,
                     match.provider().name())));
         }
@@ -345,7 +344,7 @@ final class OptionHaggler extends ChannelInboundHandlerAdapter {
         contextsExport = null;
     }
 
-    private void enterTransmission(ChannelHandlerContext ctx, Export export, List<SelectedContext> selected,
+    private void enterTransmission(ChannelHandlerContext ctx, Export export, List<MetaContext> selected,
                                    boolean payloadForm, boolean honoursBlockSize) {
         cancelTimeout();
         ctx.flush();

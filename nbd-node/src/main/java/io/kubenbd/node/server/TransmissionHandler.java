@@ -42,7 +42,7 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
     private final Export export;
     private final StorageBackend backend;
     private final ReplyStyle style;
-    private final List<SelectedContext> contexts;
+    private final List<MetaContext> contexts;
     private final boolean payloadFormAdvertised;
     private final int minimumBlock;
 
@@ -55,7 +55,7 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
     private long errors;
 
     TransmissionHandler(ServerContext server, ConnectionContext conn, Export export, ReplyStyle style,
-                        List<SelectedContext> contexts, boolean payloadFormAdvertised, boolean honoursBlockSize) {
+                        List<MetaContext> contexts, boolean payloadFormAdvertised, boolean honoursBlockSize) {
         this.server = server;
         this.conn = conn;
         this.export = export;
@@ -274,6 +274,11 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
     private Reply execute(Request request) {
         RequestHeader h = request.header();
         try {
+            if (request instanceof Request.Write || request instanceof Request.Trim
+                    || request instanceof Request.WriteZeroes) {
+                // Before the change and so before the reply: a backup never misses an acknowledged write.
+                export.markDirty(h.offset(), h.length());
+            }
             return switch (request) {
                 case Request.Read r -> {
                     Reply reply = read(h);
@@ -408,7 +413,7 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
         RequestHeader h = b.header();
         boolean one = h.hasFlag(CommandFlags.REQ_ONE);
         List<ReplyChunk> chunks = new ArrayList<>();
-        for (SelectedContext context : contexts) {
+        for (MetaContext context : contexts) {
             if (b.payloadForm() && !contains(b.contextIds(), context.id())) {
                 continue;
             }

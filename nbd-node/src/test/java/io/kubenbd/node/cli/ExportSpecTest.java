@@ -6,6 +6,7 @@ import static org.assertj.core.api.Assertions.assertThatThrownBy;
 import io.kubenbd.node.server.ExportConfig;
 import java.nio.file.Path;
 import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
@@ -99,11 +100,11 @@ class ExportSpecTest {
         assertThatThrownBy(() -> ExportSpec.parse("disk=/d,readonly,read-only=true"))
                 .isInstanceOf(IllegalArgumentException.class)
                 .hasMessageContaining("unknown key 'read-only'")
-                .hasMessageContaining("known: description, max-connections, readonly");
-        assertThatThrownBy(() -> ExportSpec.build("disk", "/d", Map.of("size", "1G")))
+                .hasMessageContaining("known: backing, bitmap, description, format, max-connections, readonly");
+        assertThatThrownBy(() -> ExportSpec.build("disk", "/d", Map.of("size", List.of("1G"))))
                 .isInstanceOf(IllegalArgumentException.class)
                 .hasMessageContaining("export 'disk': unknown key 'size'")
-                .hasMessageContaining("known: description, max-connections, readonly");
+                .hasMessageContaining("known: backing, bitmap, description, format, max-connections, readonly");
     }
 
     @Test
@@ -114,6 +115,23 @@ class ExportSpecTest {
         assertThatThrownBy(() -> ExportSpec.parse("disk=/data/x,y=z"))
                 .isInstanceOf(IllegalArgumentException.class)
                 .hasMessageContaining("unknown key 'y'");
+    }
+
+    @Test
+    void bitmapsAndBackingLayersRepeatInOrder() {
+        ExportConfig c = ExportSpec.parse("vm=/top.img,bitmap=daily,bitmap=hourly:1M,backing=/mid.img,backing=/base,v1.raw");
+        assertThat(c.bitmaps()).containsExactly(new ExportConfig.BitmapSpec("daily", 65536),
+                new ExportConfig.BitmapSpec("hourly", 1 << 20));
+        assertThat(c.backing()).containsExactly(Path.of("/mid.img"), Path.of("/base,v1.raw"));
+    }
+
+    @ParameterizedTest
+    @ValueSource(strings = {"d=/x,bitmap=", "d=/x,bitmap=-bad", "d=/x,bitmap=b:1000", "d=/x,bitmap=b:256",
+            "d=/x,bitmap=b:128M", "d=/x,bitmap=b:lots", "d=/x,bitmap=b,bitmap=b", "d=/x,backing="})
+    void badBitmapsAndBackingAreRefusedWithTheReason(String spec) {
+        assertThatThrownBy(() -> ExportSpec.parse(spec)).isInstanceOf(IllegalArgumentException.class)
+                .hasMessageStartingWith("export 'd'")
+                .hasMessageMatching("(?s).*(bitmap|backing).*");
     }
 
     @Test
@@ -153,9 +171,9 @@ class ExportSpecTest {
 
     @Test
     void buildTakesNullValuesAsFlags() {
-        Map<String, String> options = new LinkedHashMap<>();
-        options.put("readonly", null);
-        options.put("description", null);
+        Map<String, List<String>> options = new LinkedHashMap<>();
+        options.put("readonly", java.util.Collections.singletonList(null));
+        options.put("description", java.util.Collections.singletonList(null));
         ExportConfig c = ExportSpec.build("disk", "/d", options);
         assertThat(c.readOnly()).isTrue();
         assertThat(c.description()).isEmpty();

@@ -80,7 +80,7 @@ class ExportControlServiceTest {
             assertThat(export.getSize()).isEqualTo(16 << 20);
             assertThat(export.getDescription()).isEqualTo("a disk");
             assertThat(export.getMaxConnections()).isEqualTo(4);
-            assertThat(export.getMetaContextsList()).containsExactly("base:allocation");
+            assertThat(export.getMetaContextsList()).containsExactly("base:allocation", "qemu:allocation-depth");
             assertThat(export.getConnectionsList()).singleElement().satisfies(c -> {
                 assertThat(c.getPeer()).startsWith("127.0.0.1:");
                 assertThat(c.getReplies()).isEqualTo("extended");

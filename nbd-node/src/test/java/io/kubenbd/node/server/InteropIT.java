@@ -147,7 +147,8 @@ class InteropIT {
             assertThat(lines).contains("exports available: 2");
             List<String> disk = exportBlock(lines, "disk");
             assertThat(disk).contains("  description: Test disk", "  size:  16777216",
-                    "  transaction size: 64-bit", "  available meta contexts: 1", "   base:allocation");
+                    "  transaction size: 64-bit", "  available meta contexts: 2", "   base:allocation",
+                    "   qemu:allocation-depth");
             assertThat(flags(disk)).contains("block-status-payload", "multi", "trim", "zeroes", "fast-zero", "flush",
                     "fua", "cache", "df").doesNotContain("readonly");
             List<String> ro = exportBlock(lines, "ro");
@@ -157,13 +158,13 @@ class InteropIT {
 
             // qemu-nbd serving the same kind of export is listed exactly alike.
             Path copy = scratch.sparseFile("copy.img", 16L * MIB);
-            try (ServerProcess qemu = ServerProcess.qemuNbd("disk", copy, "-D", "Test disk")) {
+            try (ServerProcess qemu = ServerProcess.qemuNbd("disk", copy, "-A", "-D", "Test disk")) {
                 List<String> reference = peer("qemu-nbd", "--list", "-b", "127.0.0.1", "-p",
                         String.valueOf(qemu.port())).stdout().lines().toList();
                 assertThat(disk).containsExactlyElementsOf(exportBlock(reference, "disk"));
             }
             Path roCopy = scratch.sparseFile("ro-copy.img", 8L * MIB);
-            try (ServerProcess qemu = ServerProcess.qemuNbd("ro", roCopy, "-r")) {
+            try (ServerProcess qemu = ServerProcess.qemuNbd("ro", roCopy, "-A", "-r")) {
                 List<String> reference = peer("qemu-nbd", "--list", "-b", "127.0.0.1", "-p",
                         String.valueOf(qemu.port())).stdout().lines().toList();
                 assertThat(ro).containsExactlyElementsOf(exportBlock(reference, "ro"));
@@ -178,7 +179,7 @@ class InteropIT {
         Path ours = layoutImage("ours.img");
         Path theirs = layoutImage("theirs.img");
         try (ServerProcess server = ServerProcess.nbdNode("--export", "disk=" + ours + ",description=Layout disk");
-             ServerProcess qemu = ServerProcess.qemuNbd("disk", theirs, "-D", "Layout disk")) {
+             ServerProcess qemu = ServerProcess.qemuNbd("disk", theirs, "-A", "-D", "Layout disk")) {
             String list = peer("nbdinfo", "--list", "nbd://127.0.0.1:" + server.port()).stdout();
             assertThat(list.lines().map(String::strip).toList()).contains("export=\"disk\":",
                     "description: Layout disk", "export-size: 16777216 (16M)", "base:allocation",

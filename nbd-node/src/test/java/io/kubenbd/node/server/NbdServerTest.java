@@ -195,13 +195,18 @@ class NbdServerTest {
     void metaContextQueriesFollowTheNamespaces() throws Exception {
         try (NbdClient client = connect()) {
             client.negotiateStructuredReplies();
-            assertThat(names(client.listMetaContexts("disk", List.of()))).containsExactly("base:allocation");
+            assertThat(names(client.listMetaContexts("disk", List.of())))
+                    .containsExactly("base:allocation", "qemu:allocation-depth");
             assertThat(names(client.listMetaContexts("disk", List.of("base:")))).containsExactly("base:allocation");
-            assertThat(names(client.listMetaContexts("disk", List.of("qemu:")))).isEmpty();
+            assertThat(names(client.listMetaContexts("disk", List.of("qemu:")))).containsExactly("qemu:allocation-depth");
+            assertThat(names(client.listMetaContexts("disk", List.of("qemu:dirty-bitmap:")))).isEmpty();
             assertThat(names(client.listMetaContexts("disk", List.of("x-other:thing", "base:nothing")))).isEmpty();
             assertThat(client.setMetaContexts("disk", List.of("base:"))).as("wildcards select nothing").isEmpty();
             assertThat(client.setMetaContexts("disk", List.of("base:allocation", "base:allocation")))
                     .as("a repeated query selects once").hasSize(1);
+            assertThat(client.setMetaContexts("disk", List.of("qemu:allocation-depth", "base:allocation")))
+                    .as("ids as qemu-nbd numbers them, in id order")
+                    .extracting(OptionReply.MetaContext::id).containsExactly(0, 1);
         }
     }
 

@@ -1,4 +1,0 @@
-package io.kubenbd.node.server;
-
-/** A meta context a client selected, with the id the server assigned it. */
-record SelectedContext(int id, MetaContextProvider provider) {}
