@@ -7,7 +7,12 @@ import io.grpc.netty.shaded.io.netty.channel.EventLoopGroup;
 import io.grpc.netty.shaded.io.netty.channel.epoll.EpollDomainSocketChannel;
 import io.grpc.netty.shaded.io.netty.channel.epoll.EpollEventLoopGroup;
 import io.grpc.netty.shaded.io.netty.channel.unix.DomainSocketAddress;
+import io.kubenbd.node.control.v1.AddBitmapRequest;
+import io.kubenbd.node.control.v1.Bitmap;
+import io.kubenbd.node.control.v1.BitmapRequest;
+import io.kubenbd.node.control.v1.CheckpointRequest;
 import io.kubenbd.node.control.v1.Connection;
+import io.kubenbd.node.control.v1.MergeBitmapsRequest;
 import io.kubenbd.node.control.v1.ExportControlGrpc;
 import io.kubenbd.node.control.v1.ExportStatistics;
 import io.kubenbd.node.control.v1.ExportStatus;
@@ -26,7 +31,7 @@ import java.util.concurrent.TimeUnit;
 
 @Command(name = "ctl", mixinStandardHelpOptions = true, usageHelpAutoWidth = true,
         description = "Drive a running server's control API (serve --control ADDR).",
-        subcommands = {CtlCommand.Exports.class, CtlCommand.Stats.class})
+        subcommands = {CtlCommand.Exports.class, CtlCommand.Stats.class, CtlCommand.BitmapCommands.class})
 final class CtlCommand {
 
     @Option(names = "--control", paramLabel = "ADDR", required = true,
@@ -75,12 +80,114 @@ final class CtlCommand {
                 out.printf("%s  %s  %d bytes%s  connections %d/%d  contexts %s%n", export.getName(), export.getPath(),
                         export.getSize(), export.getReadOnly() ? "  read-only" : "", export.getConnectionsCount(),
                         export.getMaxConnections(), String.join(",", export.getMetaContextsList()));
+                for (Bitmap b : export.getBitmapsList()) {
+                    out.println("  " + describe(b));
+                }
                 for (Connection c : export.getConnectionsList()) {
                     out.printf("  conn %d  %s  %s replies  %s  %d requests%n", c.getId(), c.getPeer(), c.getReplies(),
                             c.getTls().isEmpty() ? "plaintext" : c.getTls(), c.getRequests());
                 }
             }
             return 0;
+        }
+    }
+
+    static String describe(Bitmap b) {
+        return "bitmap " + b.getName() + "  granularity " + b.getGranularity() + "  " + b.getState()
+                + "  " + b.getDirtyBytes() + " dirty bytes" + (b.getReason().isEmpty() ? "" : "  (" + b.getReason() + ")");
+    }
+
+    @Command(name = "bitmap", mixinStandardHelpOptions = true, usageHelpAutoWidth = true,
+            description = "Manage an export's dirty bitmaps.",
+            subcommands = {BitmapCommands.Add.class, BitmapCommands.Clear.class, BitmapCommands.Remove.class,
+                    BitmapCommands.Checkpoint.class, BitmapCommands.Merge.class})
+    static final class BitmapCommands {
+        @ParentCommand
+        CtlCommand ctl;
+
+        @Command(name = "add", mixinStandardHelpOptions = true, description = "Start a bitmap that records every write from now on.")
+        static final class Add implements Callable<Integer> {
+            @ParentCommand
+            BitmapCommands bitmap;
+            @Parameters(index = "0", paramLabel = "EXPORT") String export;
+            @Parameters(index = "1", paramLabel = "NAME") String name;
+            @Option(names = "--granularity", paramLabel = "SIZE", description = "Bytes per bit (default 64K).")
+            String granularity;
+
+            @Override
+            public Integer call() throws IOException {
+                long bytes = granularity == null ? 0 : ByteSize.parse(granularity, "--granularity");
+                System.out.println(describe(bitmap.ctl.call(stub -> stub.addBitmap(AddBitmapRequest.newBuilder()
+                        .setExport(export).setName(name).setGranularity(bytes).build()))));
+                return 0;
+            }
+        }
+
+        @Command(name = "clear", mixinStandardHelpOptions = true,
+                description = "Forget what a bitmap recorded (also recovers an inconsistent one).")
+        static final class Clear implements Callable<Integer> {
+            @ParentCommand
+            BitmapCommands bitmap;
+            @Parameters(index = "0", paramLabel = "EXPORT") String export;
+            @Parameters(index = "1", paramLabel = "NAME") String name;
+
+            @Override
+            public Integer call() throws IOException {
+                System.out.println(describe(bitmap.ctl.call(stub -> stub.clearBitmap(
+                        BitmapRequest.newBuilder().setExport(export).setName(name).build()))));
+                return 0;
+            }
+        }
+
+        @Command(name = "remove", mixinStandardHelpOptions = true, description = "Delete a bitmap.")
+        static final class Remove implements Callable<Integer> {
+            @ParentCommand
+            BitmapCommands bitmap;
+            @Parameters(index = "0", paramLabel = "EXPORT") String export;
+            @Parameters(index = "1", paramLabel = "NAME") String name;
+
+            @Override
+            public Integer call() throws IOException {
+                bitmap.ctl.call(stub -> stub.removeBitmap(BitmapRequest.newBuilder().setExport(export).setName(name).build()));
+                System.out.println("removed bitmap " + name);
+                return 0;
+            }
+        }
+
+        @Command(name = "checkpoint", mixinStandardHelpOptions = true,
+                description = "Freeze bitmap FREEZE and start bitmap START at the same instant.")
+        static final class Checkpoint implements Callable<Integer> {
+            @ParentCommand
+            BitmapCommands bitmap;
+            @Parameters(index = "0", paramLabel = "EXPORT") String export;
+            @Parameters(index = "1", paramLabel = "FREEZE") String freeze;
+            @Parameters(index = "2", paramLabel = "START") String start;
+            @Option(names = "--granularity", paramLabel = "SIZE", description = "Of the new bitmap (default 64K).")
+            String granularity;
+
+            @Override
+            public Integer call() throws IOException {
+                long bytes = granularity == null ? 0 : ByteSize.parse(granularity, "--granularity");
+                System.out.println(describe(bitmap.ctl.call(stub -> stub.checkpoint(CheckpointRequest.newBuilder()
+                        .setExport(export).setFreeze(freeze).setStart(start).setGranularity(bytes).build()))));
+                return 0;
+            }
+        }
+
+        @Command(name = "merge", mixinStandardHelpOptions = true, description = "TARGET |= every SOURCE.")
+        static final class Merge implements Callable<Integer> {
+            @ParentCommand
+            BitmapCommands bitmap;
+            @Parameters(index = "0", paramLabel = "EXPORT") String export;
+            @Parameters(index = "1", paramLabel = "TARGET") String target;
+            @Parameters(index = "2..*", arity = "1..*", paramLabel = "SOURCE") java.util.List<String> sources;
+
+            @Override
+            public Integer call() throws IOException {
+                System.out.println(describe(bitmap.ctl.call(stub -> stub.mergeBitmaps(MergeBitmapsRequest.newBuilder()
+                        .setExport(export).setTarget(target).addAllSources(sources).build()))));
+                return 0;
+            }
         }
     }
 
