@@ -28,8 +28,8 @@ public final class Export implements AutoCloseable {
     private final ExportConfig config;
     private final StorageBackend backend;
     private final List<MetaContext> fixedContexts;
-    /** Null when the export keeps no bitmaps. */
-    private final DirtyBitmapSet bitmaps;
+    /** Null until the export has a bitmap; created by the first one added at run time. */
+    private volatile DirtyBitmapSet bitmaps;
     private final AtomicInteger connections = new AtomicInteger();
     private final Set<ConnectionContext> live = ConcurrentHashMap.newKeySet();
     private final ExportStatistics statistics = new ExportStatistics();
@@ -104,14 +104,15 @@ public final class Export implements AutoCloseable {
      * consistent (the server crashed while it recorded) is not offered at all.
      */
     List<MetaContext> metaContexts() {
-        if (bitmaps == null) {
+        DirtyBitmapSet set = bitmaps;
+        if (set == null) {
             return fixedContexts;
         }
         List<MetaContext> all = new ArrayList<>(fixedContexts);
-        List<DirtyBitmapInfo> list = bitmaps.list();
+        List<DirtyBitmapInfo> list = set.list();
         for (int i = 0; i < list.size(); i++) {
             if (list.get(i).state() != DirtyBitmapState.INCONSISTENT) {
-                all.add(new MetaContext(MetaContext.FIRST_BITMAP + i, new DirtyBitmapContext(bitmaps, list.get(i).name())));
+                all.add(new MetaContext(MetaContext.FIRST_BITMAP + i, new DirtyBitmapContext(set, list.get(i).name())));
             }
         }
         return all;
@@ -119,14 +120,23 @@ public final class Export implements AutoCloseable {
 
     /** Records that a write, trim or zeroing is about to change the range. */
     void markDirty(long offset, long length) {
-        if (bitmaps != null && length > 0) {
-            bitmaps.markDirty(offset, length);
+        DirtyBitmapSet set = bitmaps;
+        if (set != null && length > 0) {
+            set.markDirty(offset, length);
         }
     }
 
     /** The export's bitmaps, empty if it keeps none. */
     public Optional<DirtyBitmapSet> bitmaps() {
         return Optional.ofNullable(bitmaps);
+    }
+
+    /** The export's bitmaps, opening (and so creating) the set beside the data if there is none yet. */
+    synchronized DirtyBitmapSet bitmapsForUpdate() throws IOException {
+        if (bitmaps == null) {
+            bitmaps = DirtyBitmapSet.open(config.path(), backend.size());
+        }
+        return bitmaps;
     }
 
     /**
@@ -208,8 +218,9 @@ public final class Export implements AutoCloseable {
     @Override
     public void close() throws IOException {
         try {
-            if (bitmaps != null) {
-                bitmaps.close(); // persists them and marks them cleanly closed
+            DirtyBitmapSet set = bitmaps;
+            if (set != null) {
+                set.close(); // persists them and marks them cleanly closed
             }
         } finally {
             backend.close();

@@ -121,8 +121,7 @@ final class ExportControlService extends ExportControlGrpc.ExportControlImplBase
             return;
         }
         try {
-            DirtyBitmapSet set = export.bitmaps().orElseThrow(() -> new IllegalStateException(
-                    "export '" + exportName + "' keeps no bitmaps: start it with a bitmap= key"));
+            DirtyBitmapSet set = export.bitmapsForUpdate();
             T result;
             synchronized (set) {
                 result = operation.apply(set);

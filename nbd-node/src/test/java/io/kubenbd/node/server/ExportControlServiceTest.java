@@ -8,6 +8,10 @@ import io.grpc.netty.shaded.io.netty.channel.epoll.EpollDomainSocketChannel;
 import io.grpc.netty.shaded.io.netty.channel.epoll.EpollEventLoopGroup;
 import io.grpc.netty.shaded.io.netty.channel.unix.DomainSocketAddress;
 import io.kubenbd.node.client.NbdClient;
+import io.kubenbd.node.control.v1.AddBitmapRequest;
+import io.kubenbd.node.control.v1.Bitmap;
+import io.kubenbd.node.control.v1.BitmapRequest;
+import io.kubenbd.node.control.v1.CheckpointRequest;
 import io.kubenbd.node.control.v1.ExportControlGrpc;
 import io.kubenbd.node.control.v1.ExportStatus;
 import io.kubenbd.node.control.v1.GetStatisticsRequest;
@@ -105,6 +109,50 @@ class ExportControlServiceTest {
         assertThat(stats.getBytesRead()).isEqualTo(8192);
         assertThat(stats.getRequests()).isEqualTo(4);
         assertThat(stats.getErrors()).isEqualTo(1);
+    }
+
+    @Test
+    void bitmapsCanBeAddedAtRunTimeAndRecordWritesFromThenOn() throws Exception {
+        assertThat(stub.listExports(ListExportsRequest.getDefaultInstance()).getExports(0).getBitmapsList()).isEmpty();
+        var added = stub.addBitmap(AddBitmapRequest.newBuilder().setExport("disk").setName("b1").build());
+        assertThat(added.getState()).isEqualTo("recording");
+        assertThat(added.getGranularity()).isEqualTo(65536);
+        try (NbdClient client = NbdClient.connect("127.0.0.1", nbd.port(), Duration.ofSeconds(10))) {
+            client.go("disk");
+            client.write(1 << 20, new byte[100], 0);
+        }
+        var frozen = stub.checkpoint(CheckpointRequest.newBuilder().setExport("disk").setFreeze("b1").setStart("b2").build());
+        assertThat(frozen.getName()).isEqualTo("b2");
+        ExportStatus export = stub.listExports(ListExportsRequest.getDefaultInstance()).getExports(0);
+        assertThat(export.getBitmapsList()).extracting(Bitmap::getName, Bitmap::getState, Bitmap::getDirtyBytes)
+                .containsExactly(org.assertj.core.groups.Tuple.tuple("b1", "frozen", 65536L),
+                        org.assertj.core.groups.Tuple.tuple("b2", "recording", 0L));
+        assertThat(export.getMetaContextsList()).contains("qemu:dirty-bitmap:b1", "qemu:dirty-bitmap:b2");
+    }
+
+    @Test
+    void bitmapMistakesGetStatusesACallerCanActOn() {
+        assertThatThrownBy(() -> stub.addBitmap(AddBitmapRequest.newBuilder().setExport("disk").setName("-bad").build()))
+                .isInstanceOfSatisfying(StatusRuntimeException.class,
+                        e -> assertThat(e.getStatus().getCode()).isEqualTo(Status.Code.INVALID_ARGUMENT));
+        assertThatThrownBy(() -> stub.addBitmap(AddBitmapRequest.newBuilder().setExport("disk").setName("b")
+                .setGranularity(1000).build()))
+                .isInstanceOfSatisfying(StatusRuntimeException.class,
+                        e -> assertThat(e.getStatus().getCode()).isEqualTo(Status.Code.INVALID_ARGUMENT));
+        assertThatThrownBy(() -> stub.clearBitmap(BitmapRequest.newBuilder().setExport("disk").setName("absent").build()))
+                .isInstanceOfSatisfying(StatusRuntimeException.class,
+                        e -> assertThat(e.getStatus().getCode()).isEqualTo(Status.Code.INVALID_ARGUMENT))
+                .hasMessageContaining("absent");
+        stub.addBitmap(AddBitmapRequest.newBuilder().setExport("disk").setName("f").build());
+        stub.checkpoint(CheckpointRequest.newBuilder().setExport("disk").setFreeze("f").setStart("g").build());
+        assertThatThrownBy(() -> stub.checkpoint(CheckpointRequest.newBuilder().setExport("disk").setFreeze("f")
+                .setStart("h").build()))
+                .as("a frozen bitmap cannot be frozen again")
+                .isInstanceOfSatisfying(StatusRuntimeException.class,
+                        e -> assertThat(e.getStatus().getCode()).isEqualTo(Status.Code.FAILED_PRECONDITION));
+        assertThatThrownBy(() -> stub.removeBitmap(BitmapRequest.newBuilder().setExport("nope").setName("f").build()))
+                .isInstanceOfSatisfying(StatusRuntimeException.class,
+                        e -> assertThat(e.getStatus().getCode()).isEqualTo(Status.Code.NOT_FOUND));
     }
 
     @Test
