@@ -25,6 +25,8 @@ import java.util.concurrent.atomic.AtomicInteger;
  * the meta contexts it offers and the count of connections in transmission.
  */
 public final class Export implements AutoCloseable {
+    private static final org.slf4j.Logger log = org.slf4j.LoggerFactory.getLogger(Export.class);
+
     private final ExportConfig config;
     private final StorageBackend backend;
     private final List<MetaContext> fixedContexts;
@@ -66,6 +68,11 @@ public final class Export implements AutoCloseable {
             return null;
         }
         DirtyBitmapSet set = DirtyBitmapSet.open(config.path(), size);
+        for (DirtyBitmapInfo info : set.list()) {
+            if (info.state() == DirtyBitmapState.INCONSISTENT) {
+                log.warn("export={} bitmap {} is inconsistent and not offered: {}", config.name(), info.name(), info.reason());
+            }
+        }
         try {
             for (ExportConfig.BitmapSpec wanted : config.bitmaps()) {
                 if (set.info(wanted.name()).isEmpty()) {

@@ -103,6 +103,7 @@ class BitmapIT {
         }
         try (ServerProcess node = ServerProcess.nbdNode(args)) {
             assertThat(ctl(socket, "exports").stdout()).contains("bitmap b1", "inconsistent", "did not shut down cleanly");
+            assertThat(node.log()).contains("export=v bitmap b1 is inconsistent and not offered", "did not shut down cleanly");
             assertThat(run("nbdinfo", "--list", "nbd://127.0.0.1:" + node.port()).stdout())
                     .as("an inconsistent bitmap is not offered").doesNotContain("qemu:dirty-bitmap:b1");
             assertThat(node.log()).doesNotContain("Exception");
