@@ -116,6 +116,12 @@ final class ServeCommand implements Callable<Integer> {
                 ioThreads != null ? ioThreads : defaults.ioThreads(), maxInFlight, defaults.maxInFlightBytes(),
                 defaults.shutdownGrace());
 
+        // Handling the signals ourselves (rather than a shutdown hook) lets a graceful stop exit 0.
+        // They are caught from the start, so a SIGTERM during start-up still stops gracefully.
+        CountDownLatch stopRequested = new CountDownLatch(1);
+        for (String signal : List.of("TERM", "INT")) {
+            Signal.handle(new Signal(signal), s -> stopRequested.countDown());
+        }
         ControlAddress controlAddress = control == null ? null : ControlAddress.parse(control);
         ServerTls tls = serverTls();
         ExportRegistry registry = ExportRegistry.open(configs);
@@ -127,19 +133,11 @@ final class ServeCommand implements Callable<Integer> {
             server.close();
             throw e;
         }
-        CountDownLatch stopped = new CountDownLatch(1);
-        Runnable stop = () -> {
-            if (controlServer != null) {
-                controlServer.close();
-            }
-            server.shutdownGracefully();
-            stopped.countDown();
-        };
-        // Handling the signals ourselves (rather than a shutdown hook) lets a graceful stop exit 0.
-        for (String signal : List.of("TERM", "INT")) {
-            Signal.handle(new Signal(signal), s -> Thread.ofPlatform().name("nbd-shutdown").start(stop));
+        stopRequested.await();
+        if (controlServer != null) {
+            controlServer.close();
         }
-        stopped.await();
+        server.shutdownGracefully();
         return 0;
     }
 
