@@ -3,7 +3,6 @@ package io.kubenbd.node.tls;
 import org.bouncycastle.tls.AlertDescription;
 import org.bouncycastle.tls.AlertLevel;
 import org.bouncycastle.tls.BasicTlsPSKExternal;
-import org.bouncycastle.tls.CipherSuite;
 import org.bouncycastle.tls.PRFAlgorithm;
 import org.bouncycastle.tls.PSKTlsClient;
 import org.bouncycastle.tls.ProtocolVersion;
@@ -28,26 +27,6 @@ import java.util.Vector;
  */
 public final class PskTlsClientEndpoint extends PSKTlsClient {
 
-    /**
-     * TLS 1.3: AES-128-GCM first and only SHA-256 suites, because the external PSK is bound to
-     * SHA-256 and Bouncy Castle does not skip a 1.3 suite whose hash differs from the PSK's.
-     * TLS 1.2: AES-GCM, then ChaCha20-Poly1305, then AES-CBC; ECDHE before DHE before plain PSK.
-     * GnuTLS has no ECDHE_PSK AES-GCM suites (RFC 8442); offering them costs nothing.
-     */
-    private static final int[] CIPHER_SUITES = {
-            CipherSuite.TLS_AES_128_GCM_SHA256,
-            CipherSuite.TLS_CHACHA20_POLY1305_SHA256,
-            CipherSuite.TLS_ECDHE_PSK_WITH_AES_128_GCM_SHA256,
-            CipherSuite.TLS_DHE_PSK_WITH_AES_128_GCM_SHA256,
-            CipherSuite.TLS_PSK_WITH_AES_128_GCM_SHA256,
-            CipherSuite.TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256,
-            CipherSuite.TLS_DHE_PSK_WITH_CHACHA20_POLY1305_SHA256,
-            CipherSuite.TLS_PSK_WITH_CHACHA20_POLY1305_SHA256,
-            CipherSuite.TLS_ECDHE_PSK_WITH_AES_128_CBC_SHA256,
-            CipherSuite.TLS_DHE_PSK_WITH_AES_128_CBC_SHA256,
-            CipherSuite.TLS_PSK_WITH_AES_128_CBC_SHA256,
-    };
-
     private final PskKey key;
     private final ProtocolVersion[] versions;
     private final int[] suites;
@@ -56,7 +35,7 @@ public final class PskTlsClientEndpoint extends PSKTlsClient {
 
     /** Offers TLS 1.3 and 1.2. */
     public PskTlsClientEndpoint(PskKey key) {
-        this(key, ProtocolVersion.TLSv13.downTo(ProtocolVersion.TLSv12), CIPHER_SUITES);
+        this(key, ProtocolVersion.TLSv13.downTo(ProtocolVersion.TLSv12), PskCipherSuites.preferred());
     }
 
     /**
@@ -76,7 +55,7 @@ public final class PskTlsClientEndpoint extends PSKTlsClient {
 
     /** The suites offered by default, most preferred first. */
     public static int[] defaultCipherSuites() {
-        return CIPHER_SUITES.clone();
+        return PskCipherSuites.preferred();
     }
 
     public String identity() {

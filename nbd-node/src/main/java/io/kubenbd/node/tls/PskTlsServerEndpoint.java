@@ -3,7 +3,6 @@ package io.kubenbd.node.tls;
 import org.bouncycastle.tls.AlertDescription;
 import org.bouncycastle.tls.AlertLevel;
 import org.bouncycastle.tls.BasicTlsPSKExternal;
-import org.bouncycastle.tls.CipherSuite;
 import org.bouncycastle.tls.PRFAlgorithm;
 import org.bouncycastle.tls.PSKTlsServer;
 import org.bouncycastle.tls.ProtocolVersion;
@@ -20,28 +19,12 @@ import java.util.Vector;
 /**
  * The server end of one TLS-PSK handshake, for Bouncy Castle's TLS engine: TLS 1.3 with an
  * external PSK and (EC)DHE, or the TLS 1.2 PSK suites GnuTLS clients (qemu, libnbd) offer.
- * Suites are chosen in this server's order, AES-GCM first: the JDK's AES-GCM uses the CPU's
- * AES instructions, while ChaCha20 in Bouncy Castle's own code costs several times more CPU.
- * Only SHA-256 suites are offered in TLS 1.3 because the external PSK is bound to SHA-256
- * and Bouncy Castle does not match the suite's hash to the PSK by itself.
+ * Suites are chosen in this server's order ({@link PskCipherSuites}), AES-GCM first: the
+ * JDK's AES-GCM uses the CPU's AES instructions, while ChaCha20 costs several times more CPU.
  */
 public final class PskTlsServerEndpoint extends PSKTlsServer {
     /** Shared: creating a JCA crypto object per handshake would redo provider lookups. */
     private static final TlsCrypto CRYPTO = JdkFirstCrypto.create();
-
-    private static final int[] SUITES = {
-        CipherSuite.TLS_AES_128_GCM_SHA256,
-        CipherSuite.TLS_CHACHA20_POLY1305_SHA256,
-        CipherSuite.TLS_ECDHE_PSK_WITH_AES_128_GCM_SHA256,
-        CipherSuite.TLS_DHE_PSK_WITH_AES_128_GCM_SHA256,
-        CipherSuite.TLS_PSK_WITH_AES_128_GCM_SHA256,
-        CipherSuite.TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256,
-        CipherSuite.TLS_DHE_PSK_WITH_CHACHA20_POLY1305_SHA256,
-        CipherSuite.TLS_PSK_WITH_CHACHA20_POLY1305_SHA256,
-        CipherSuite.TLS_ECDHE_PSK_WITH_AES_128_CBC_SHA256,
-        CipherSuite.TLS_DHE_PSK_WITH_AES_128_CBC_SHA256,
-        CipherSuite.TLS_PSK_WITH_AES_128_CBC_SHA256,
-    };
 
     private final PskKeyFile keys;
     private String identity;
@@ -78,7 +61,7 @@ public final class PskTlsServerEndpoint extends PSKTlsServer {
 
     @Override
     protected int[] getSupportedCipherSuites() {
-        return SUITES.clone();
+        return PskCipherSuites.preferred();
     }
 
     @Override
