@@ -46,27 +46,54 @@ class BitmapIT {
         scratch.close();
     }
 
+    /** The whole qemu namespace at once: a top layer with a bitmap over a golden image, as a qcow2 chain. */
     @Test
-    void dirtyBitmapAnswersMatchQemuNbd() throws Exception {
+    void bitmapDepthAndAllocationMatchQemuNbdOnTheSameChain() throws Exception {
         PeerCommand.requireInstalled("qemu-img", "qemu-io", "qemu-nbd", "nbdinfo");
-        Path image = scratch.sparseFile("disk.img", SIZE);
-        Path qcow2 = scratch.resolve("disk.qcow2");
-        run("qemu-img", "create", "-q", "-f", "qcow2", qcow2.toString(), "8M");
+        Path goldenOurs = golden("golden-ours.raw");
+        Path goldenQemu = golden("golden-qemu.raw");
+        Path top = scratch.resolve("top.img");
+        run(java(), "-jar", jar(), "image", "create", "--size", "8M", top.toString());
+        Path qcow2 = scratch.resolve("top.qcow2");
+        run("qemu-img", "create", "-q", "-f", "qcow2", "-b", goldenQemu.toString(), "-F", "raw", qcow2.toString());
         run("qemu-img", "bitmap", "--add", qcow2.toString(), "b1");
         qemuIo("--image-opts", "driver=qcow2,file.filename=" + qcow2);
 
-        try (ServerProcess node = ServerProcess.nbdNode("--export", "v=" + image + ",bitmap=b1")) {
+        try (ServerProcess node = ServerProcess.nbdNode("--export", "v=" + top + ",backing=" + goldenOurs + ",bitmap=b1")) {
             qemuIo("-f", "raw", node.uri("v"));
             // qemu-nbd exports an enabled bitmap only read-only.
             try (ServerProcess qemu = ServerProcess.qemuNbd("v", qcow2, "-f", "qcow2", "-r", "-A", "-B", "b1")) {
-                List<String> ours = run("nbdinfo", "--map=qemu:dirty-bitmap:b1", node.uri("v")).stdout().lines().toList();
-                assertThat(ours).isEqualTo(run("nbdinfo", "--map=qemu:dirty-bitmap:b1", qemu.uri("v")).stdout().lines().toList())
-                        .anyMatch(line -> line.endsWith("dirty"));
+                for (String context : List.of("qemu:dirty-bitmap:b1", "qemu:allocation-depth", "base:allocation")) {
+                    assertThat(nbdinfoMap(node, context)).as(context).isEqualTo(nbdinfoMap(qemu, context));
+                }
+                assertThat(nbdinfoMap(node, "qemu:dirty-bitmap:b1")).anyMatch(line -> line.endsWith("dirty"));
+                assertThat(nbdinfoMap(node, "qemu:allocation-depth")).anyMatch(line -> line.endsWith("backing depth 2"));
                 assertThat(qemuImgMap(node)).isEqualTo(qemuImgMap(qemu));
                 assertThat(contextLines(node)).isEqualTo(contextLines(qemu))
                         .contains("   qemu:dirty-bitmap:b1", "   qemu:allocation-depth", "   base:allocation");
+                run("qemu-img", "compare", "-f", "raw", "-F", "raw", node.uri("v"), qemu.uri("v"));
             }
         }
+    }
+
+    private Path golden(String name) throws Exception {
+        Path base = scratch.sparseFile(name, SIZE);
+        byte[] data = new byte[256 * 1024];
+        java.util.Arrays.fill(data, (byte) 0x5a);
+        ScratchDir.writeAt(base, 2 << 20, data);
+        return base;
+    }
+
+    private static List<String> nbdinfoMap(ServerProcess server, String context) throws Exception {
+        return run("nbdinfo", "--map=" + context, server.uri("v")).stdout().lines().toList();
+    }
+
+    private static String java() {
+        return Path.of(System.getProperty("java.home"), "bin", "java").toString();
+    }
+
+    private static String jar() {
+        return Path.of("target", "nbd-node.jar").toAbsolutePath().toString();
     }
 
     @Test
@@ -214,8 +241,7 @@ class BitmapIT {
     }
 
     private static PeerCommand.Result ctl(Path socket, String... args) throws Exception {
-        List<String> command = new ArrayList<>(List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString(),
-                "-jar", Path.of("target", "nbd-node.jar").toAbsolutePath().toString(), "ctl", "--control", "unix:" + socket));
+        List<String> command = new ArrayList<>(List.of(java(), "-jar", jar(), "ctl", "--control", "unix:" + socket));
         command.addAll(List.of(args));
         return PeerCommand.run(LIMIT, command).assertSuccess();
     }
