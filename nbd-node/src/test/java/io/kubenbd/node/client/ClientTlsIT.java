@@ -1,5 +1,7 @@
 package io.kubenbd.node.client;
 
+import static io.kubenbd.node.testing.NbdNodeJar.jar;
+import static io.kubenbd.node.testing.NbdNodeJar.java;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
@@ -426,15 +428,7 @@ class ClientTlsIT {
         return PeerCommand.run(LIMIT, command).assertSuccess();
     }
 
-    private static String java() {
-        return Path.of(System.getProperty("java.home"), "bin", "java").toString();
-    }
 
-    private static String jar() {
-        Path jar = Path.of("target", "nbd-node.jar").toAbsolutePath();
-        assertThat(jar).isRegularFile();
-        return jar.toString();
-    }
 
     private static byte[] random(int length, long seed) {
         byte[] bytes = new byte[length];

@@ -13,6 +13,8 @@ import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
 
+import static io.kubenbd.node.testing.NbdNodeJar.jar;
+import static io.kubenbd.node.testing.NbdNodeJar.java;
 import static org.assertj.core.api.Assertions.assertThat;
 
 /**
@@ -100,11 +102,5 @@ class BackingChainIT {
         return PeerCommand.run(LIMIT, command).assertSuccess();
     }
 
-    private static String java() {
-        return Path.of(System.getProperty("java.home"), "bin", "java").toString();
-    }
 
-    private static String jar() {
-        return Path.of("target", "nbd-node.jar").toAbsolutePath().toString();
-    }
 }

@@ -22,6 +22,8 @@ import java.util.List;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 
+import static io.kubenbd.node.testing.NbdNodeJar.jar;
+import static io.kubenbd.node.testing.NbdNodeJar.java;
 import static org.assertj.core.api.Assertions.assertThat;
 
 /**
@@ -88,13 +90,7 @@ class BitmapIT {
         return run("nbdinfo", "--map=" + context, server.uri("v")).stdout().lines().toList();
     }
 
-    private static String java() {
-        return Path.of(System.getProperty("java.home"), "bin", "java").toString();
-    }
 
-    private static String jar() {
-        return Path.of("target", "nbd-node.jar").toAbsolutePath().toString();
-    }
 
     @Test
     void aBlockStatusPayloadReturnsExactlyTheRequestedContexts() throws Exception {

@@ -1,5 +1,7 @@
 package io.kubenbd.node.server;
 
+import static io.kubenbd.node.testing.NbdNodeJar.jar;
+import static io.kubenbd.node.testing.NbdNodeJar.java;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import com.fasterxml.jackson.databind.JsonNode;
@@ -442,11 +444,5 @@ class InteropIT {
         return bytes;
     }
 
-    static String java() {
-        return Path.of(System.getProperty("java.home"), "bin", "java").toString();
-    }
 
-    static String jar() {
-        return Path.of("target", "nbd-node.jar").toAbsolutePath().toString();
-    }
 }

@@ -1,5 +1,7 @@
 package io.kubenbd.node.server;
 
+import static io.kubenbd.node.testing.NbdNodeJar.jar;
+import static io.kubenbd.node.testing.NbdNodeJar.java;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
@@ -305,11 +307,5 @@ class ServeCommandIT {
         }
     }
 
-    private static String java() {
-        return InteropIT.java();
-    }
 
-    private static String jar() {
-        return InteropIT.jar();
-    }
 }

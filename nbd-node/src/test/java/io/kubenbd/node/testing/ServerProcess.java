@@ -50,15 +50,12 @@ public final class ServerProcess implements AutoCloseable {
     /** As {@link #nbdNodeWith(IntFunction)}, with JVM options before {@code -jar}. */
     public static ServerProcess nbdNodeWith(List<String> jvmOptions, IntFunction<List<String>> serveArgsForPort)
             throws IOException, InterruptedException {
-        Path jar = Path.of("target", "nbd-node.jar").toAbsolutePath();
-        if (!Files.isRegularFile(jar)) {
-            throw new AssertionError(jar + " is missing: integration tests run after 'mvn package'");
-        }
-        String java = Path.of(System.getProperty("java.home"), "bin", "java").toString();
+        String jar = NbdNodeJar.jar();
+        String java = NbdNodeJar.java();
         return start(port -> {
             List<String> command = new ArrayList<>(List.of(java));
             command.addAll(jvmOptions);
-            command.addAll(List.of("-jar", jar.toString(), "serve"));
+            command.addAll(List.of("-jar", jar, "serve"));
             command.addAll(serveArgsForPort.apply(port));
             return command;
         });
