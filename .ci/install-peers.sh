@@ -4,7 +4,7 @@
 set -euo pipefail
 
 need=()
-for tool in qemu-img qemu-io qemu-nbd nbdkit nbd-server nbdinfo nbdcopy nbdsh fio psktool; do
+for tool in qemu-img qemu-io qemu-nbd nbdkit nbd-server nbdinfo nbdcopy nbdsh fio psktool certtool openssl; do
   command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
 # qemu 10 is required for extended headers; an older qemu-nbd from bookworm is not enough.
@@ -30,5 +30,5 @@ SRC
 fi
 apt-get update -qq
 apt-get install -y -qq -t bookworm-backports qemu-utils >/dev/null
-apt-get install -y -qq nbdkit nbd-server nbd-client libnbd-bin python3-libnbd fio gnutls-bin >/dev/null
+apt-get install -y -qq nbdkit nbd-server nbd-client libnbd-bin python3-libnbd fio gnutls-bin openssl >/dev/null
 echo "install-peers: $(qemu-nbd --version | head -n1), $(nbdkit --version), $(nbdinfo --version | head -n1)"
