@@ -68,6 +68,10 @@ final class LinuxSyscalls {
             FunctionDescriptor.of(JAVA_LONG, JAVA_INT, ADDRESS, JAVA_LONG, JAVA_LONG));
     private static final MethodHandle FDATASYNC = downcall("fdatasync",
             FunctionDescriptor.of(JAVA_INT, JAVA_INT));
+    private static final MethodHandle FLOCK = downcall("flock",
+            FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT));
+    static final int LOCK_EX = 2;
+    static final int LOCK_NB = 4;
     private static final MethodHandle FALLOCATE = downcall("fallocate",
             FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT, JAVA_LONG, JAVA_LONG));
     private static final MethodHandle LSEEK = downcall("lseek",
@@ -114,6 +118,11 @@ final class LinuxSyscalls {
 
     static void fdatasync(int fd, String subject) throws ErrnoException {
         retrying("fdatasync", subject, state -> (int) FDATASYNC.invokeExact(state, fd));
+    }
+
+    /** flock(2): per open file description, so it also conflicts with a second open in this process. */
+    static void flock(int fd, int operation, String subject) throws ErrnoException {
+        retrying("flock", subject, state -> (int) FLOCK.invokeExact(state, fd, operation));
     }
 
     static void fallocate(int fd, int mode, long offset, long length, String subject) throws ErrnoException {

@@ -114,6 +114,11 @@ final class NativeFile implements AutoCloseable {
         LinuxSyscalls.fdatasync(fd, path);
     }
 
+    /** Takes an exclusive lock without waiting; EAGAIN (EWOULDBLOCK) if someone else holds it. Released on close. */
+    void lockExclusively() throws ErrnoException {
+        LinuxSyscalls.flock(fd, LinuxSyscalls.LOCK_EX | LinuxSyscalls.LOCK_NB, path);
+    }
+
     /** Closes the descriptor once; later calls do nothing. */
     @Override
     public void close() throws ErrnoException {

@@ -156,6 +156,17 @@ public final class OverlayImage implements AutoCloseable {
     static OverlayImage open(Path path, boolean readOnly) throws IOException {
         NativeFile nativeFile = NativeFile.open(path, readOnly);
         try {
+            if (!readOnly) {
+                try {
+                    nativeFile.lockExclusively();
+                } catch (ErrnoException e) {
+                    if (e.errno() != Errno.EAGAIN) {
+                        throw e;
+                    }
+                    // Two writers would each keep their own cluster map and overwrite each other's.
+                    throw new IOException(path + " is already open for writing (another export or server uses it)");
+                }
+            }
             FileStatus status = nativeFile.status();
             if (status.kind() != FileStatus.Kind.REGULAR_FILE) {
                 throw new IOException(path + ": an overlay image must be a regular file");

@@ -30,6 +30,22 @@ class LayeredBackendTest {
     @TempDir
     Path dir;
 
+    @Test
+    void aTopLayerOpenForWritingCannotBeOpenedForWritingAgain() throws IOException {
+        Path base = rawBase("base.raw", MIB);
+        Path top = overlay("top.img", MIB);
+        try (LayeredBackend first = LayeredBackend.open(top, List.of(base), false)) {
+            org.assertj.core.api.Assertions.assertThatThrownBy(() -> LayeredBackend.open(top, List.of(base), false))
+                    .isInstanceOf(IOException.class).hasMessageContaining("already open for writing");
+            try (LayeredBackend reader = LayeredBackend.open(top, List.of(base), true)) {
+                assertThat(reader.size()).as("readers are not locked out").isEqualTo(first.size());
+            }
+        }
+        try (LayeredBackend again = LayeredBackend.open(top, List.of(base), false)) {
+            assertThat(again.size()).as("closing releases the lock").isEqualTo(MIB);
+        }
+    }
+
     // ------------------------------------------------------------------------------------ reads
 
     @Test
