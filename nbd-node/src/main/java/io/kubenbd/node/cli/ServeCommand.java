@@ -85,6 +85,11 @@ final class ServeCommand implements Callable<Integer> {
             description = "Require client certificates that chain to this CA (PEM).")
     Path tlsCa;
 
+    @Option(names = "--state-dir", paramLabel = "DIR",
+            description = "Keep dirty bitmaps in DIR/export-NAME.bitmaps/ instead of beside each export's data "
+                    + "(needed for block devices).")
+    Path stateDir;
+
     @Option(names = "--control", paramLabel = "ADDR",
             description = "Serve the gRPC control API (exports, connections, statistics) on unix:PATH or HOST:PORT.")
     String control;
@@ -124,7 +129,10 @@ final class ServeCommand implements Callable<Integer> {
         }
         ControlAddress controlAddress = control == null ? null : ControlAddress.parse(control);
         ServerTls tls = serverTls();
-        ExportRegistry registry = ExportRegistry.open(configs);
+        if (stateDir != null) {
+            java.nio.file.Files.createDirectories(stateDir);
+        }
+        ExportRegistry registry = ExportRegistry.open(configs, stateDir);
         NbdServer server = NbdServer.start(new InetSocketAddress(bindAddress, bindPort), registry, settings, tls);
         ControlServer controlServer;
         try {

@@ -11,7 +11,10 @@ import io.kubenbd.node.storage.LayeredBackend;
 import io.kubenbd.node.storage.StorageBackend;
 
 import java.io.IOException;
+import java.net.URLEncoder;
+import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
+import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Optional;
 import java.util.List;
@@ -30,14 +33,17 @@ public final class Export implements AutoCloseable {
     private final ExportConfig config;
     private final StorageBackend backend;
     private final List<MetaContext> fixedContexts;
+    /** The path whose {@code .bitmaps} sibling directory holds the bitmaps. */
+    private final Path bitmapAnchor;
     /** Null until the export has a bitmap; created by the first one added at run time. */
     private volatile DirtyBitmapSet bitmaps;
     private final AtomicInteger connections = new AtomicInteger();
     private final Set<ConnectionContext> live = ConcurrentHashMap.newKeySet();
     private final ExportStatistics statistics = new ExportStatistics();
 
-    public Export(ExportConfig config, StorageBackend backend, DirtyBitmapSet bitmaps) {
+    public Export(ExportConfig config, StorageBackend backend, DirtyBitmapSet bitmaps, Path bitmapAnchor) {
         this.config = config;
+        this.bitmapAnchor = bitmapAnchor;
         this.backend = backend;
         this.bitmaps = bitmaps;
         this.fixedContexts = List.of(
@@ -46,12 +52,19 @@ public final class Export implements AutoCloseable {
     }
 
     public static Export open(ExportConfig config) throws IOException {
+        return open(config, null);
+    }
+
+    /** Opens the export; with a state directory its bitmaps live there instead of beside the data. */
+    public static Export open(ExportConfig config, Path stateDir) throws IOException {
+        Path bitmapAnchor = stateDir == null ? config.path()
+                : stateDir.resolve("export-" + URLEncoder.encode(config.name(), StandardCharsets.UTF_8));
         StorageBackend backend = switch (config.format()) {
             case RAW -> StorageBackend.open(config.path(), config.readOnly());
             case OVERLAY -> LayeredBackend.open(config.path(), config.backing(), config.readOnly());
         };
         try {
-            return new Export(config, backend, openBitmaps(config, backend.size()));
+            return new Export(config, backend, openBitmaps(config, bitmapAnchor, backend.size()), bitmapAnchor);
         } catch (IOException | RuntimeException e) {
             backend.close();
             throw e;
@@ -63,11 +76,11 @@ public final class Export implements AutoCloseable {
      * configured ones that do not exist yet. No directory is created for an export that has
      * never had a bitmap.
      */
-    private static DirtyBitmapSet openBitmaps(ExportConfig config, long size) throws IOException {
-        if (config.bitmaps().isEmpty() && !Files.isDirectory(DirtyBitmapSet.directoryFor(config.path()))) {
+    private static DirtyBitmapSet openBitmaps(ExportConfig config, Path anchor, long size) throws IOException {
+        if (config.bitmaps().isEmpty() && !Files.isDirectory(DirtyBitmapSet.directoryFor(anchor))) {
             return null;
         }
-        DirtyBitmapSet set = DirtyBitmapSet.open(config.path(), size);
+        DirtyBitmapSet set = DirtyBitmapSet.open(anchor, size);
         for (DirtyBitmapInfo info : set.list()) {
             if (info.state() == DirtyBitmapState.INCONSISTENT) {
                 log.warn("export={} bitmap {} is inconsistent and not offered: {}", config.name(), info.name(), info.reason());
@@ -141,7 +154,7 @@ public final class Export implements AutoCloseable {
     /** The export's bitmaps, opening (and so creating) the set beside the data if there is none yet. */
     synchronized DirtyBitmapSet bitmapsForUpdate() throws IOException {
         if (bitmaps == null) {
-            bitmaps = DirtyBitmapSet.open(config.path(), backend.size());
+            bitmaps = DirtyBitmapSet.open(bitmapAnchor, backend.size());
         }
         return bitmaps;
     }

@@ -1,6 +1,7 @@
 package io.kubenbd.node.server;
 
 import java.io.IOException;
+import java.nio.file.Path;
 import java.util.Collection;
 import java.util.LinkedHashMap;
 import java.util.Map;
@@ -11,13 +12,22 @@ public final class ExportRegistry implements AutoCloseable {
     private final Map<String, Export> exports = new LinkedHashMap<>();
 
     public static ExportRegistry open(Collection<ExportConfig> configs) throws IOException {
+        return open(configs, null);
+    }
+
+    /**
+     * @param stateDir where exports keep their dirty bitmaps ({@code DIR/export-NAME.bitmaps/}); null
+     *                 keeps them beside each export's data ({@code PATH.bitmaps/}), which a block device
+     *                 under /dev cannot offer
+     */
+    public static ExportRegistry open(Collection<ExportConfig> configs, Path stateDir) throws IOException {
         ExportRegistry registry = new ExportRegistry();
         try {
             for (ExportConfig config : configs) {
                 if (registry.exports.containsKey(config.name())) {
                     throw new IllegalArgumentException("export '" + config.name() + "' is configured twice");
                 }
-                registry.exports.put(config.name(), Export.open(config));
+                registry.exports.put(config.name(), Export.open(config, stateDir));
             }
         } catch (IOException | RuntimeException e) {
             registry.close();

@@ -171,6 +171,29 @@ class BitmapIT {
         }
     }
 
+    @Test
+    void aBlockDeviceKeepsItsBitmapsInTheStateDirectory() throws Exception {
+        PeerCommand.requireInstalled("losetup", "nbdinfo", "qemu-io");
+        Path backingFile = scratch.sparseFile("loop.img", SIZE);
+        String device = run("losetup", "--find", "--show", backingFile.toString()).stdout().strip();
+        try {
+            Path state = scratch.resolve("state");
+            String[] args = {"--state-dir", state.toString(), "--export", "v=" + device + ",bitmap=b1"};
+            try (ServerProcess node = ServerProcess.nbdNode(args)) {
+                qemuIo("-f", "raw", node.uri("v"));
+                assertThat(dirtyLines(node)).hasSize(2);
+                assertThat(node.terminate(LIMIT)).isZero();
+            }
+            assertThat(state.resolve("export-v.bitmaps").resolve("b1.bitmap")).isRegularFile();
+            assertThat(Path.of(device + ".bitmaps")).doesNotExist();
+            try (ServerProcess node = ServerProcess.nbdNode(args)) {
+                assertThat(dirtyLines(node)).as("kept across a restart").hasSize(2);
+            }
+        } finally {
+            PeerCommand.run(LIMIT, "losetup", "-d", device);
+        }
+    }
+
     // ------------------------------------------------------------------ helpers
 
     private static List<Integer> contextIds(NbdClient client, int[] ids) throws Exception {
