@@ -97,97 +97,67 @@ final class CtlCommand {
                 + "  " + b.getDirtyBytes() + " dirty bytes" + (b.getReason().isEmpty() ? "" : "  (" + b.getReason() + ")");
     }
 
+    /** {@code ctl bitmap ...}: each subcommand is one control API call whose answer is printed. */
     @Command(name = "bitmap", mixinStandardHelpOptions = true, usageHelpAutoWidth = true,
-            description = "Manage an export's dirty bitmaps.",
-            subcommands = {BitmapCommands.Add.class, BitmapCommands.Clear.class, BitmapCommands.Remove.class,
-                    BitmapCommands.Checkpoint.class, BitmapCommands.Merge.class})
+            description = "Manage an export's dirty bitmaps.")
     static final class BitmapCommands {
         @ParentCommand
         CtlCommand ctl;
 
-        @Command(name = "add", mixinStandardHelpOptions = true, description = "Start a bitmap that records every write from now on.")
-        static final class Add implements Callable<Integer> {
-            @ParentCommand
-            BitmapCommands bitmap;
-            @Parameters(index = "0", paramLabel = "EXPORT") String export;
-            @Parameters(index = "1", paramLabel = "NAME") String name;
-            @Option(names = "--granularity", paramLabel = "SIZE", description = "Bytes per bit (default 64K).")
-            String granularity;
-
-            @Override
-            public Integer call() throws IOException {
-                long bytes = granularity == null ? 0 : ByteSize.parse(granularity, "--granularity");
-                System.out.println(describe(bitmap.ctl.call(stub -> stub.addBitmap(AddBitmapRequest.newBuilder()
-                        .setExport(export).setName(name).setGranularity(bytes).build()))));
-                return 0;
-            }
+        @Command(name = "add", mixinStandardHelpOptions = true,
+                description = "Start a bitmap that records every write from now on.")
+        int add(@Parameters(paramLabel = "EXPORT") String export, @Parameters(paramLabel = "NAME") String name,
+                @Option(names = "--granularity", paramLabel = "SIZE", description = "Bytes per bit (default 64K).")
+                String granularity) throws IOException {
+            long bytes = granularity(granularity);
+            print(ctl.call(stub -> stub.addBitmap(AddBitmapRequest.newBuilder()
+                    .setExport(export).setName(name).setGranularity(bytes).build())));
+            return 0;
         }
 
         @Command(name = "clear", mixinStandardHelpOptions = true,
                 description = "Forget what a bitmap recorded (also recovers an inconsistent one).")
-        static final class Clear implements Callable<Integer> {
-            @ParentCommand
-            BitmapCommands bitmap;
-            @Parameters(index = "0", paramLabel = "EXPORT") String export;
-            @Parameters(index = "1", paramLabel = "NAME") String name;
-
-            @Override
-            public Integer call() throws IOException {
-                System.out.println(describe(bitmap.ctl.call(stub -> stub.clearBitmap(
-                        BitmapRequest.newBuilder().setExport(export).setName(name).build()))));
-                return 0;
-            }
+        int clear(@Parameters(paramLabel = "EXPORT") String export, @Parameters(paramLabel = "NAME") String name)
+                throws IOException {
+            print(ctl.call(stub -> stub.clearBitmap(BitmapRequest.newBuilder().setExport(export).setName(name).build())));
+            return 0;
         }
 
         @Command(name = "remove", mixinStandardHelpOptions = true, description = "Delete a bitmap.")
-        static final class Remove implements Callable<Integer> {
-            @ParentCommand
-            BitmapCommands bitmap;
-            @Parameters(index = "0", paramLabel = "EXPORT") String export;
-            @Parameters(index = "1", paramLabel = "NAME") String name;
-
-            @Override
-            public Integer call() throws IOException {
-                bitmap.ctl.call(stub -> stub.removeBitmap(BitmapRequest.newBuilder().setExport(export).setName(name).build()));
-                System.out.println("removed bitmap " + name);
-                return 0;
-            }
+        int remove(@Parameters(paramLabel = "EXPORT") String export, @Parameters(paramLabel = "NAME") String name)
+                throws IOException {
+            ctl.call(stub -> stub.removeBitmap(BitmapRequest.newBuilder().setExport(export).setName(name).build()));
+            System.out.println("removed bitmap " + name);
+            return 0;
         }
 
         @Command(name = "checkpoint", mixinStandardHelpOptions = true,
                 description = "Freeze bitmap FREEZE and start bitmap START at the same instant.")
-        static final class Checkpoint implements Callable<Integer> {
-            @ParentCommand
-            BitmapCommands bitmap;
-            @Parameters(index = "0", paramLabel = "EXPORT") String export;
-            @Parameters(index = "1", paramLabel = "FREEZE") String freeze;
-            @Parameters(index = "2", paramLabel = "START") String start;
-            @Option(names = "--granularity", paramLabel = "SIZE", description = "Of the new bitmap (default 64K).")
-            String granularity;
-
-            @Override
-            public Integer call() throws IOException {
-                long bytes = granularity == null ? 0 : ByteSize.parse(granularity, "--granularity");
-                System.out.println(describe(bitmap.ctl.call(stub -> stub.checkpoint(CheckpointRequest.newBuilder()
-                        .setExport(export).setFreeze(freeze).setStart(start).setGranularity(bytes).build()))));
-                return 0;
-            }
+        int checkpoint(@Parameters(paramLabel = "EXPORT") String export, @Parameters(paramLabel = "FREEZE") String freeze,
+                       @Parameters(paramLabel = "START") String start,
+                       @Option(names = "--granularity", paramLabel = "SIZE",
+                               description = "Of the new bitmap (default 64K).") String granularity) throws IOException {
+            long bytes = granularity(granularity);
+            print(ctl.call(stub -> stub.checkpoint(CheckpointRequest.newBuilder()
+                    .setExport(export).setFreeze(freeze).setStart(start).setGranularity(bytes).build())));
+            return 0;
         }
 
         @Command(name = "merge", mixinStandardHelpOptions = true, description = "TARGET |= every SOURCE.")
-        static final class Merge implements Callable<Integer> {
-            @ParentCommand
-            BitmapCommands bitmap;
-            @Parameters(index = "0", paramLabel = "EXPORT") String export;
-            @Parameters(index = "1", paramLabel = "TARGET") String target;
-            @Parameters(index = "2..*", arity = "1..*", paramLabel = "SOURCE") java.util.List<String> sources;
+        int merge(@Parameters(paramLabel = "EXPORT") String export, @Parameters(paramLabel = "TARGET") String target,
+                  @Parameters(arity = "1..*", paramLabel = "SOURCE") java.util.List<String> sources) throws IOException {
+            print(ctl.call(stub -> stub.mergeBitmaps(MergeBitmapsRequest.newBuilder()
+                    .setExport(export).setTarget(target).addAllSources(sources).build())));
+            return 0;
+        }
 
-            @Override
-            public Integer call() throws IOException {
-                System.out.println(describe(bitmap.ctl.call(stub -> stub.mergeBitmaps(MergeBitmapsRequest.newBuilder()
-                        .setExport(export).setTarget(target).addAllSources(sources).build()))));
-                return 0;
-            }
+        /** 0 lets the server choose its default. */
+        private static long granularity(String text) {
+            return text == null ? 0 : ByteSize.parse(text, "--granularity");
+        }
+
+        private static void print(Bitmap bitmap) {
+            System.out.println(describe(bitmap));
         }
     }
 
