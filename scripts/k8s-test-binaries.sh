@@ -3,6 +3,8 @@
 # through the Go module proxy only (no prebuilt downloads):
 #
 #   kube-apiserver  k8s.io/kubernetes/cmd/kube-apiserver      (operator tests)
+#   kube-controller-manager  k8s.io/kubernetes/cmd/kube-controller-manager
+#                   (garbage collector and StatefulSet controller for the operator tests)
 #   etcd            go.etcd.io/etcd/server/v3                 (backing store for kube-apiserver)
 #   csi-sanity      github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity (CSI plugin)
 #   helm            helm.sh/helm/v3/cmd/helm                  (chart tests)
@@ -22,7 +24,7 @@ HELM_VERSION="${KUBE_NBD_HELM_VERSION:-v3.22.0}"
 CACHE_ROOT="${KUBE_NBD_CACHE_DIR:-$HOME/.cache/kube-nbd}"
 BIN_ROOT="$CACHE_ROOT/bin"
 
-ALL_COMPONENTS=(kube-apiserver etcd csi-sanity helm)
+ALL_COMPONENTS=(kube-apiserver kube-controller-manager etcd csi-sanity helm)
 
 usage() {
   cat <<EOF
@@ -30,7 +32,7 @@ Usage: $0 [--print-env] [--check] [COMPONENT...]
 
 Builds (once) and locates the Kubernetes test binaries for kube-nbd:
   ${ALL_COMPONENTS[*]}
-COMPONENT limits the work to those components (default: all four).
+COMPONENT limits the work to those components (default: all of them).
 
 Binaries are cached in $BIN_ROOT/<component>-<version>/
 and reused on later runs; the Go build cache is $CACHE_ROOT/go-build,
@@ -41,7 +43,8 @@ Options:
   --print-env  build what is missing (progress on stderr), then print on
                stdout only shell assignments, for
                  eval "\$($0 --print-env)"
-               KUBE_NBD_K8S_BIN_KUBE_APISERVER, KUBE_NBD_K8S_BIN_ETCD,
+               KUBE_NBD_K8S_BIN_KUBE_APISERVER, KUBE_NBD_K8S_BIN_KUBE_CONTROLLER_MANAGER,
+               KUBE_NBD_K8S_BIN_ETCD,
                KUBE_NBD_K8S_BIN_CSI_SANITY, KUBE_NBD_K8S_BIN_HELM (binary paths),
                KUBE_NBD_K8S_BIN_PATH (their directories, ':'-joined) and an
                'export' line for all of them.
@@ -49,7 +52,7 @@ Options:
   -h, --help   this text.
 
 Versions (override with the environment variable in brackets):
-  kube-apiserver $KUBE_VERSION  [KUBE_NBD_KUBE_VERSION]
+  kube-apiserver and kube-controller-manager $KUBE_VERSION  [KUBE_NBD_KUBE_VERSION]
   etcd           $ETCD_VERSION  [KUBE_NBD_ETCD_VERSION]
   csi-sanity     $CSI_TEST_VERSION   [KUBE_NBD_CSI_TEST_VERSION]
   helm           $HELM_VERSION  [KUBE_NBD_HELM_VERSION]
@@ -65,7 +68,7 @@ while [ $# -gt 0 ]; do
     --print-env) PRINT_ENV=1 ;;
     --check) CHECK_ONLY=1 ;;
     -h|--help) usage; exit 0 ;;
-    kube-apiserver|etcd|csi-sanity|helm) COMPONENTS+=("$1") ;;
+    kube-apiserver|kube-controller-manager|etcd|csi-sanity|helm) COMPONENTS+=("$1") ;;
     *) echo "error: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -77,7 +80,7 @@ die() { log "error: $*"; exit 1; }
 
 version_of() {
   case "$1" in
-    kube-apiserver) echo "$KUBE_VERSION" ;;
+    kube-apiserver|kube-controller-manager) echo "$KUBE_VERSION" ;;
     etcd) echo "$ETCD_VERSION" ;;
     csi-sanity) echo "$CSI_TEST_VERSION" ;;
     helm) echo "$HELM_VERSION" ;;
@@ -120,15 +123,15 @@ install_bin() {
 
 LDFLAGS_STRIP="-s -w"
 
-# ------------------------------------------------------------ kube-apiserver
+# ------------------------------------- kube-apiserver, kube-controller-manager
 # k8s.io/kubernetes replaces every k8s.io staging module with ./staging/...,
 # so `go install k8s.io/kubernetes/cmd/kube-apiserver@vX` cannot work. Build
 # it inside a throw-away module that requires k8s.io/kubernetes vX.Y.Z and
 # replaces each staging module with its published v0.Y.Z. Staging modules the
 # proxy does not serve (e.g. k8s.io/sample-controller) are never imported by
 # kube-apiserver; they are replaced by an empty local stub module.
-build_kube_apiserver() {
-  local work="$1" v="$KUBE_VERSION" sv="v0.${KUBE_VERSION#v1.}"
+build_kubernetes_command() {
+  local work="$1" cmd="$2" v="$KUBE_VERSION" sv="v0.${KUBE_VERSION#v1.}"
   local kmod gomod
   kmod="$("$GO" mod download -json "k8s.io/kubernetes@$v")" \
     || die "k8s.io/kubernetes@$v is not on the module proxy: $kmod"
@@ -147,7 +150,7 @@ build_kube_apiserver() {
       reps+=$'\t'"$m => $m $sv"$'\n'
     else
       n="${m#k8s.io/}"
-      log "  $m@$sv is not on the proxy; kube-apiserver does not import it, using an empty stub"
+      log "  $m@$sv is not on the proxy; $cmd does not import it, using an empty stub"
       mkdir -p "$work/stub/$n"
       printf 'module %s\n\ngo %s\n' "$m" "$goline" >"$work/stub/$n/go.mod"
       reps+=$'\t'"$m => ./stub/$n"$'\n'
@@ -167,8 +170,8 @@ build_kube_apiserver() {
     ldflags+=" -X $pkg.gitVersion=$v -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
   done
   (cd "$work" && "$GO" build -mod=mod -trimpath -ldflags "$ldflags" \
-      -o "$work/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver) >&2
-  install_bin "$work/kube-apiserver" kube-apiserver
+      -o "$work/$cmd" "k8s.io/kubernetes/cmd/$cmd") >&2
+  install_bin "$work/$cmd" "$cmd"
 }
 
 # -------------------------------------------------------------------- etcd
@@ -209,7 +212,7 @@ build_one() {
   log "building $comp $(version_of "$comp") ..."
   start=$(date +%s)
   case "$comp" in
-    kube-apiserver) build_kube_apiserver "$work" ;;
+    kube-apiserver|kube-controller-manager) build_kubernetes_command "$work" "$comp" ;;
     etcd) build_etcd "$work" ;;
     csi-sanity) build_csi_sanity "$work" ;;
     helm) build_helm "$work" ;;

@@ -1,0 +1,22 @@
+package io.kubenbd.operator.runtime;
+
+import io.kubenbd.operator.reconciler.ServerSettings;
+
+import java.util.Set;
+
+/**
+ * How one operator process runs.
+ *
+ * @param namespaces the namespaces to watch; empty means all
+ * @param leaseNamespace where the leader-election Lease lives; null disables leader election
+ * @param identity this instance's name in the Lease (the pod name in a cluster)
+ * @param httpPort the port of /healthz, /readyz and /metrics; 0 picks a free one, negative disables it
+ */
+public record OperatorOptions(Set<String> namespaces, ServerSettings server, String leaseNamespace, String leaseName,
+                              String identity, String httpBind, int httpPort, int reconcileThreads) {
+    public static final String DEFAULT_LEASE_NAME = "kube-nbd-operator";
+
+    public OperatorOptions {
+        namespaces = Set.copyOf(namespaces);
+    }
+}
