@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Command 2 of the README: installs the real NBD peers the tests need (Debian packages,
-# idempotent) and runs every test: unit tests, then integration tests against the packaged
-# nbd-node.jar, qemu-nbd 10, nbdkit, libnbd tools and fio.
+# idempotent), builds the Kubernetes test binaries once (kube-apiserver, etcd and
+# kube-controller-manager from the Go module proxy, cached in ~/.cache/kube-nbd/bin) and runs
+# every test: unit tests, then integration tests against the packaged nbd-node.jar, qemu-nbd
+# 10, nbdkit, libnbd tools and fio, and the operator against the real API server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash .ci/install-peers.sh
+bash scripts/k8s-test-binaries.sh kube-apiserver kube-controller-manager etcd
 source scripts/java-home.sh
 mvn -B -ntp verify "$@"

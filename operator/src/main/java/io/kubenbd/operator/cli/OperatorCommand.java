@@ -86,7 +86,7 @@ public final class OperatorCommand implements Callable<Integer> {
         }
         var options = new OperatorOptions(Set.copyOf(namespaces),
                 new ServerSettings(serverImage, pullPolicy, controlPort, serverJavaOptions),
-                leaseNs, leaseName, identity(), httpBind, httpPort, reconcileThreads);
+                leaseNs, leaseName, identity(), httpBind, httpPort, reconcileThreads, true);
         var stopped = new CountDownLatch(1);
         try (var client = new KubernetesClientBuilder().withConfig(config).build();
              var operator = KubeNbdOperator.start(client, options)) {

@@ -45,8 +45,11 @@ public final class KubeNbdOperator implements AutoCloseable {
                     .withMetrics(MicrometerMetrics.withoutPerResourceMetrics(registry))
                     .withConcurrentReconciliationThreads(options.reconcileThreads());
             if (options.leaseNamespace() != null) {
-                o.withLeaderElectionConfiguration(new LeaderElectionConfiguration(
-                        options.leaseName(), options.leaseNamespace(), options.identity()));
+                o.withLeaderElectionConfiguration(new LeaderElectionConfiguration(options.leaseName(),
+                        options.leaseNamespace(), LeaderElectionConfiguration.LEASE_DURATION_DEFAULT_VALUE,
+                        LeaderElectionConfiguration.RENEW_DEADLINE_DEFAULT_VALUE,
+                        LeaderElectionConfiguration.RETRY_PERIOD_DEFAULT_VALUE, options.identity(), null,
+                        options.exitOnLostLease()));
             }
         });
         operator.register(new NbdExportReconciler(options.server(), new ExportMetrics(registry)), c -> {

@@ -11,9 +11,11 @@ import java.util.Set;
  * @param leaseNamespace where the leader-election Lease lives; null disables leader election
  * @param identity this instance's name in the Lease (the pod name in a cluster)
  * @param httpPort the port of /healthz, /readyz and /metrics; 0 picks a free one, negative disables it
+ * @param exitOnLostLease end the process when the Lease is lost other than by stopping (a replica that is
+ *                        not sure it leads must not go on reconciling; Kubernetes restarts it); off in-process
  */
 public record OperatorOptions(Set<String> namespaces, ServerSettings server, String leaseNamespace, String leaseName,
-                              String identity, String httpBind, int httpPort, int reconcileThreads) {
+                              String identity, String httpBind, int httpPort, int reconcileThreads, boolean exitOnLostLease) {
     public static final String DEFAULT_LEASE_NAME = "kube-nbd-operator";
 
     public OperatorOptions {

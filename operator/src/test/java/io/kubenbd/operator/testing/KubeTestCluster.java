@@ -160,7 +160,7 @@ public final class KubeTestCluster implements AutoCloseable {
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 "--token-auth-file=" + workDir.resolve("tokens.csv"),
                 "--authorization-mode=RBAC",
-                "--service-cluster-ip-range=10.0.0.0/24",
+                "--service-cluster-ip-range=10.96.0.0/16", // room for thousands of Services (the scale benchmark)
                 // No kubelet will ever serve the kubernetes Service; do not publish endpoints for it.
                 "--endpoint-reconciler-type=none")));
         Path servingCert = workDir.resolve("certs").resolve("apiserver.crt");

@@ -1,0 +1,63 @@
+package io.kubenbd.operator.reconciler;
+
+import io.kubenbd.operator.model.NbdExport;
+import io.kubenbd.operator.model.NbdExportSpec;
+import io.fabric8.kubernetes.api.model.ObjectMetaBuilder;
+import io.fabric8.kubernetes.client.utils.Serialization;
+import org.junit.jupiter.api.Test;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+/** The server's command line and pod shape for each volume mode and TLS mode. */
+class ServerPodTemplateTest {
+    private static final ServerSettings SETTINGS = ServerSettings.defaults();
+
+    private static NbdExport export(String specYaml) {
+        NbdExport export = new NbdExport();
+        export.setMetadata(new ObjectMetaBuilder().withName("vm").withNamespace("ns").build());
+        // A leading comment keeps the flow-style YAML from being taken for JSON.
+        export.setSpec(Serialization.unmarshal("# spec\n" + specYaml, NbdExportSpec.class));
+        return export;
+    }
+
+    @Test
+    void filesystemVolumeWithGeneratedPskServesTheImageOnThePodIp() {
+        NbdExport export = export("{source: {persistentVolumeClaim: pvc, imagePath: dir/disk.img}, maxConnections: 4}");
+        assertThat(ServerPodTemplate.args(export, SETTINGS, false, false)).containsExactly(
+                "serve", "--bind", "$(POD_IP)", "--port", "10809", "--export", "vm=/data/dir/disk.img,max-connections=4",
+                "--control", "$(POD_IP):10810", "--tls", "require", "--tls-psk", "/var/run/kube-nbd/tls/keys.psk");
+        var pod = ServerPodTemplate.build(export, SETTINGS, false, false).getSpec();
+        assertThat(pod.getSecurityContext().getRunAsNonRoot()).isTrue();
+        assertThat(pod.getVolumes()).filteredOn(v -> v.getSecret() != null).singleElement()
+                .satisfies(v -> assertThat(v.getSecret().getSecretName()).isEqualTo("vm-psk"));
+        assertThat(pod.getContainers().getFirst().getVolumeMounts())
+                .anySatisfy(m -> assertThat(m.getMountPath() + m.getReadOnly()).isEqualTo("/datafalse"));
+    }
+
+    @Test
+    void blockVolumeReadOnlyWithoutTlsUsesTheDeviceAndAStateDir() {
+        NbdExport export = export("{source: {persistentVolumeClaim: pvc}, readOnly: true, exportName: disk0, "
+                + "tls: {mode: none}, service: {port: 10900}}");
+        assertThat(ServerPodTemplate.args(export, SETTINGS, true, false)).containsExactly(
+                "serve", "--bind", "$(POD_IP)", "--port", "10900", "--export", "disk0=/dev/kube-nbd/volume,readonly,max-connections=8",
+                "--control", "$(POD_IP):10810", "--tls", "off", "--state-dir", "/var/lib/kube-nbd");
+        var pod = ServerPodTemplate.build(export, SETTINGS, true, false).getSpec();
+        var container = pod.getContainers().getFirst();
+        assertThat(container.getVolumeDevices()).singleElement()
+                .satisfies(d -> assertThat(d.getDevicePath()).isEqualTo("/dev/kube-nbd/volume"));
+        assertThat(pod.getVolumes()).filteredOn(v -> v.getSecret() != null).isEmpty();
+        assertThat(pod.getVolumes().getFirst().getPersistentVolumeClaim().getReadOnly()).isTrue();
+    }
+
+    @Test
+    void x509WithCaAsksClientsForCertificates() {
+        NbdExport export = export("{source: {persistentVolumeClaim: pvc, imagePath: d.img}, tls: {mode: x509, secretName: certs}}");
+        assertThat(ServerPodTemplate.args(export, SETTINGS, false, true)).containsSequence(
+                "--tls", "require", "--tls-cert", "/var/run/kube-nbd/tls/tls.crt", "--tls-key", "/var/run/kube-nbd/tls/tls.key",
+                "--tls-ca", "/var/run/kube-nbd/tls/ca.crt");
+        assertThat(ServerPodTemplate.args(export, SETTINGS, false, false)).doesNotContain("--tls-ca");
+        assertThat(ServerPodTemplate.build(export, SETTINGS, false, true).getSpec().getVolumes())
+                .filteredOn(v -> v.getSecret() != null).singleElement()
+                .satisfies(v -> assertThat(v.getSecret().getSecretName()).isEqualTo("certs"));
+    }
+}
