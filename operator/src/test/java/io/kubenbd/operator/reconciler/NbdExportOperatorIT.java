@@ -188,6 +188,37 @@ class NbdExportOperatorIT {
     }
 
     @Test
+    void blockVolumeIsExportedWholeWithItsBitmapsInTheStateDir(@TempDir Path work) throws Exception {
+        String ns = cluster.createNamespace("block");
+        int port = OperatorTestBed.freePort();
+        createClaim(client, ns, "raw", "Block");
+        NbdExport export = createExport(client, ns, """
+                apiVersion: kubenbd.io/v1alpha1
+                kind: NbdExport
+                metadata: {name: raw}
+                spec:
+                  source: {persistentVolumeClaim: raw}
+                  service: {port: %d}
+                  dirtyBitmaps: [{name: nightly, granularity: 1048576}]
+                """.formatted(port));
+        // The device node of the Block PVC is played by a file; the server reads either the same way.
+        Path device = OperatorTestBed.image(work.resolve("dev"), "volume", 32 << 20);
+        try (LocalPodRunner server = OperatorTestBed.runServer(client, awaitServerPod(client, ns, export), "127.0.0.13",
+                work.resolve("node"), Map.of("raw", device))) {
+            assertThat(server.commandLine()).contains("raw=" + device + ",max-connections=8")
+                    .contains(work.resolve("node/volumes/state").toString());
+            NbdExport serving = Await.until("block export serving with its bitmap", RECONCILED, () -> export(client, ns, "raw"),
+                    e -> e.getStatus() != null && e.getStatus().phase() != null && "Serving".equals(e.getStatus().phase().name())
+                            && e.getStatus().dirtyBitmaps().stream().anyMatch(b -> b.granularity() == 1 << 20));
+            assertThat(serving.getStatus().condition("VolumeReady").getReason()).isEqualTo("BlockVolume");
+            assertThat(work.resolve("node/volumes/state/export-raw.bitmaps")).isDirectory();
+            var healthz = HttpClient.newHttpClient().send(HttpRequest.newBuilder(
+                    URI.create("http://127.0.0.1:" + operator.httpPort() + "/healthz")).build(), HttpResponse.BodyHandlers.ofString());
+            assertThat(healthz.statusCode()).isEqualTo(200);
+        }
+    }
+
+    @Test
     void missingClaimIsReportedAndTheExportStartsWhenItAppears() {
         String ns = cluster.createNamespace("noclaim");
         createExport(client, ns, exportYaml("late", 10809, ""));
