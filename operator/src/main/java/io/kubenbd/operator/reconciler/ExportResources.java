@@ -1,5 +1,7 @@
 package io.kubenbd.operator.reconciler;
 
+import io.fabric8.kubernetes.api.model.ObjectMeta;
+import io.fabric8.kubernetes.api.model.ObjectMetaBuilder;
 import io.kubenbd.operator.model.NbdExport;
 
 import java.util.Map;
@@ -57,6 +59,12 @@ public final class ExportResources {
 
     public static String serviceHost(NbdExport export) {
         return serviceName(export) + "." + export.getMetadata().getNamespace() + ".svc";
+    }
+
+    /** Metadata of a namespaced object made for the export: its name, the export's namespace, the labels. */
+    public static ObjectMeta metadata(NbdExport export, String name) {
+        return new ObjectMetaBuilder().withName(name).withNamespace(export.getMetadata().getNamespace())
+                .withLabels(labels(export)).build();
     }
 
     /** Labels of the objects made for the export (and the selector of its server pod). */

@@ -35,11 +35,7 @@ public final class PskSecretDependent extends KubernetesDependentResource<Secret
         RANDOM.nextBytes(key);
         String line = IDENTITY + ":" + HexFormat.of().formatHex(key) + "\n";
         return new SecretBuilder()
-                .withNewMetadata()
-                .withName(ExportResources.generatedSecretName(export))
-                .withNamespace(export.getMetadata().getNamespace())
-                .withLabels(ExportResources.labels(export))
-                .endMetadata()
+                .withMetadata(ExportResources.metadata(export, ExportResources.generatedSecretName(export)))
                 .withType("Opaque")
                 .withData(Map.of(ExportResources.PSK_KEY,
                         Base64.getEncoder().encodeToString(line.getBytes(StandardCharsets.US_ASCII))))

@@ -18,11 +18,7 @@ public final class ServerServiceDependent extends CRUDKubernetesDependentResourc
     protected Service desired(NbdExport export, Context<NbdExport> context) {
         var service = export.getSpec().serviceOrDefault();
         return new ServiceBuilder()
-                .withNewMetadata()
-                .withName(ExportResources.serviceName(export))
-                .withNamespace(export.getMetadata().getNamespace())
-                .withLabels(ExportResources.labels(export))
-                .endMetadata()
+                .withMetadata(ExportResources.metadata(export, ExportResources.serviceName(export)))
                 .withNewSpec()
                 .withType(service.typeOrDefault().name())
                 .withSelector(ExportResources.labels(export))

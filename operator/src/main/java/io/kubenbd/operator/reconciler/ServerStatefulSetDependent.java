@@ -29,11 +29,7 @@ public final class ServerStatefulSetDependent extends CRUDKubernetesDependentRes
                 .map(pvc -> "Block".equals(pvc.getSpec().getVolumeMode()))
                 .orElse(false);
         return new StatefulSetBuilder()
-                .withNewMetadata()
-                .withName(ExportResources.statefulSetName(export))
-                .withNamespace(export.getMetadata().getNamespace())
-                .withLabels(ExportResources.labels(export))
-                .endMetadata()
+                .withMetadata(ExportResources.metadata(export, ExportResources.statefulSetName(export)))
                 .withNewSpec()
                 .withReplicas(1)
                 .withServiceName(ExportResources.serviceName(export))
