@@ -18,9 +18,9 @@ import java.util.Set;
  * {@code word=value} with an unknown word is refused as a mistyped key.
  */
 final class ExportSpec {
-    static final Set<String> KEYS = Set.of("readonly", "description", "max-connections", "bitmap", "backing", "format");
+    static final Set<String> KEYS = Set.of("readonly", "description", "max-connections", "bitmap", "backing", "format", "context");
     /** Keys that may be given more than once; their values add up in order. */
-    static final Set<String> REPEATABLE = Set.of("bitmap", "backing");
+    static final Set<String> REPEATABLE = Set.of("bitmap", "backing", "context");
     private static final java.util.regex.Pattern KEY_SHAPE = java.util.regex.Pattern.compile("[A-Za-z][A-Za-z0-9_-]*");
 
     private ExportSpec() {}
@@ -117,9 +117,12 @@ final class ExportSpec {
                 default -> throw new IllegalArgumentException(where + ": format must be raw or overlay, got '" + value + "'");
             };
         }
+        List<String> contexts = options.containsKey("context")
+                ? options.get("context").stream().map(c -> c == null ? "" : c.trim()).toList()
+                : ExportConfig.ALL_CONTEXTS;
         try {
             return new ExportConfig(name, Path.of(path), readOnly, description == null ? "" : description,
-                    maxConnections, bitmaps, backing, format);
+                    maxConnections, bitmaps, backing, format, contexts);
         } catch (IllegalArgumentException e) {
             throw new IllegalArgumentException(e.getMessage().startsWith("export") ? e.getMessage()
                     : where + ": " + e.getMessage(), e);

@@ -46,9 +46,11 @@ public final class Export implements AutoCloseable {
         this.bitmapAnchor = bitmapAnchor;
         this.backend = backend;
         this.bitmaps = bitmaps;
-        this.fixedContexts = List.of(
-                new MetaContext(MetaContext.BASE_ALLOCATION, new BaseAllocationContext(backend)),
-                new MetaContext(MetaContext.ALLOCATION_DEPTH, new AllocationDepthContext(backend)));
+        this.fixedContexts = java.util.stream.Stream.of(
+                        new MetaContext(MetaContext.BASE_ALLOCATION, new BaseAllocationContext(backend)),
+                        new MetaContext(MetaContext.ALLOCATION_DEPTH, new AllocationDepthContext(backend)))
+                .filter(context -> config.contexts().contains(context.name()))
+                .toList();
     }
 
     public static Export open(ExportConfig config) throws IOException {

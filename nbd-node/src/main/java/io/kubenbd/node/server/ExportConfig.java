@@ -18,9 +18,13 @@ import java.util.regex.Pattern;
  * @param backing        read-only layers below {@code path}, nearest first
  * @param format         how {@code path} is read; never guessed from the file's contents, so a
  *                       guest cannot turn its raw disk into something else by writing a header
+ * @param contexts       the meta contexts besides the dirty bitmaps that clients may negotiate:
+ *                       {@code base:allocation} and {@code qemu:allocation-depth}, or fewer
  */
 public record ExportConfig(String name, Path path, boolean readOnly, String description, int maxConnections,
-                           List<BitmapSpec> bitmaps, List<Path> backing, Format format) {
+                           List<BitmapSpec> bitmaps, List<Path> backing, Format format, List<String> contexts) {
+    /** The meta contexts an export offers besides its bitmaps, unless told otherwise. */
+    public static final List<String> ALL_CONTEXTS = List.of("base:allocation", "qemu:allocation-depth");
 
     /** The layout of the export's own file. */
     public enum Format {
@@ -67,6 +71,19 @@ public record ExportConfig(String name, Path path, boolean readOnly, String desc
         if (bitmaps.stream().map(BitmapSpec::name).distinct().count() != bitmaps.size()) {
             throw new IllegalArgumentException("export '" + name + "': a bitmap name is given twice");
         }
+        contexts = List.copyOf(contexts);
+        for (String context : contexts) {
+            if (!ALL_CONTEXTS.contains(context)) {
+                throw new IllegalArgumentException("export '" + name + "': context must be one of " + ALL_CONTEXTS
+                        + " (dirty bitmaps are offered by bitmap=), got '" + context + "'");
+            }
+        }
+    }
+
+    /** An export offering every meta context. */
+    public ExportConfig(String name, Path path, boolean readOnly, String description, int maxConnections,
+                        List<BitmapSpec> bitmaps, List<Path> backing, Format format) {
+        this(name, path, readOnly, description, maxConnections, bitmaps, backing, format, ALL_CONTEXTS);
     }
 
     /** An export of one file or device, without bitmaps or backing layers. */

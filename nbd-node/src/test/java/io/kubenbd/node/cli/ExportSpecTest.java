@@ -26,6 +26,15 @@ class ExportSpecTest {
     }
 
     @Test
+    void contextsLimitWhatIsOfferedAndUnknownOnesAreRefused() {
+        assertThat(ExportSpec.parse("disk=/d.img").contexts()).isEqualTo(ExportConfig.ALL_CONTEXTS);
+        assertThat(ExportSpec.parse("disk=/d.img,context=base:allocation").contexts()).containsExactly("base:allocation");
+        assertThatThrownBy(() -> ExportSpec.parse("disk=/d.img,context=qemu:dirty-bitmap:x"))
+                .hasMessage("export 'disk': context must be one of [base:allocation, qemu:allocation-depth]"
+                        + " (dirty bitmaps are offered by bitmap=), got 'qemu:dirty-bitmap:x'");
+    }
+
+    @Test
     void nameEndsAtTheFirstEquals() {
         assertThat(ExportSpec.parse("disk=/data/a=b.img").path()).isEqualTo(Path.of("/data/a=b.img"));
     }
@@ -100,11 +109,11 @@ class ExportSpecTest {
         assertThatThrownBy(() -> ExportSpec.parse("disk=/d,readonly,read-only=true"))
                 .isInstanceOf(IllegalArgumentException.class)
                 .hasMessageContaining("unknown key 'read-only'")
-                .hasMessageContaining("known: backing, bitmap, description, format, max-connections, readonly");
+                .hasMessageContaining("known: backing, bitmap, context, description, format, max-connections, readonly");
         assertThatThrownBy(() -> ExportSpec.build("disk", "/d", Map.of("size", List.of("1G"))))
                 .isInstanceOf(IllegalArgumentException.class)
                 .hasMessageContaining("export 'disk': unknown key 'size'")
-                .hasMessageContaining("known: backing, bitmap, description, format, max-connections, readonly");
+                .hasMessageContaining("known: backing, bitmap, context, description, format, max-connections, readonly");
     }
 
     @Test

@@ -14,9 +14,8 @@ import io.fabric8.generator.annotation.ValidationRule;
  * without a restart.
  */
 @ValidationRule(value = "[512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072, 262144, 524288, 1048576, "
-        + "2097152, 4194304, 8388608, 16777216, 33554432, 67108864, 134217728, 268435456, 536870912, 1073741824, "
-        + "2147483648].exists(g, g == self.granularity)",
-        message = "granularity must be a power of two from 512 to 2147483648 bytes")
+        + "2097152, 4194304, 8388608, 16777216, 33554432, 67108864].exists(g, g == self.granularity)",
+        message = "granularity must be a power of two from 512 to 67108864 (64 MiB) bytes")
 public record DirtyBitmapSpec(
         @Required @Size(min = 1, max = 255) @Pattern("^[A-Za-z0-9_][A-Za-z0-9_.-]*$") String name,
         @Default("65536") Long granularity,

@@ -12,7 +12,8 @@ import java.util.List;
 
 /**
  * What to export and how. Only {@code source} is required; every other field has a default
- * that the API server fills in.
+ * that the API server fills in. {@code metaContexts} left out offers both fixed contexts; the
+ * dirty bitmaps are offered as {@code qemu:dirty-bitmap:NAME} whatever it says.
  */
 @ValidationRule(value = "self.source == oldSelf.source",
         message = "spec.source is immutable: create a new NbdExport to export another volume or image")
@@ -25,12 +26,14 @@ public record NbdExportSpec(
         @Default("false") Boolean readOnly,
         TlsSpec tls,
         @Default("8") @Min(1) @Max(64) Integer maxConnections,
+        @Size(min = 1, max = 2) List<MetaContextName> metaContexts,
         @Size(max = 32) List<DirtyBitmapSpec> dirtyBitmaps,
         ServiceSpec service,
         PersistentVolumeSpec persistentVolume) {
 
     public NbdExportSpec {
         dirtyBitmaps = dirtyBitmaps == null ? List.of() : List.copyOf(dirtyBitmaps);
+        metaContexts = metaContexts == null ? null : List.copyOf(metaContexts);
     }
 
     /** {@link #tls()} with the defaults applied, for code that runs before the API server defaulted it. */

@@ -40,6 +40,7 @@ public final class ConsumerPersistentVolumeDependent extends KubernetesDependent
         attributes.put("host", ExportResources.serviceHost(export));
         attributes.put("port", Integer.toString(spec.serviceOrDefault().portOrDefault()));
         attributes.put("exportName", export.exportName());
+        // A consumer needs a few connections for throughput, and must leave room under maxConnections for others.
         attributes.put("connections", Integer.toString(Math.min(4, spec.maxConnectionsOrDefault())));
         attributes.put("tlsMode", spec.tlsOrDefault().modeOrDefault().name().toLowerCase(java.util.Locale.ROOT));
         String secret = ExportResources.tlsSecretName(export);

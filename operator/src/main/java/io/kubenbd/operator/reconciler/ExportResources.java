@@ -15,8 +15,6 @@ public final class ExportResources {
     public static final String MANAGED_BY = "kube-nbd-operator";
     /** On every object made for an export, and on its server pod: the export's name. */
     public static final String EXPORT_LABEL = "kubenbd.io/export";
-    /** Selects the server pods of all exports, for the pod informer. */
-    public static final String SERVER_POD_SELECTOR = MANAGED_BY_LABEL + "=" + MANAGED_BY + ",app.kubernetes.io/component=nbd-server";
     /** The key of the PSK Secret's data: psktool's "identity:hexkey" line, the file qemu and libnbd read. */
     public static final String PSK_KEY = "keys.psk";
     public static final String CSI_DRIVER = "nbd.csi.kubenbd.io";

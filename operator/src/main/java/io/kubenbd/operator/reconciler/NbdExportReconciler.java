@@ -312,13 +312,13 @@ public final class NbdExportReconciler implements Reconciler<NbdExport>, Cleaner
 
     /** Equal apart from transition times: nothing worth a write to the API server. */
     private static boolean sameStatus(NbdExportStatus a, NbdExportStatus b) {
-        if (a == null) {
-            return false;
-        }
-        var strip = (java.util.function.Function<NbdExportStatus, NbdExportStatus>) s -> new NbdExportStatus(s.phase(),
+        return a != null && withoutTransitionTimes(a).equals(withoutTransitionTimes(b));
+    }
+
+    private static NbdExportStatus withoutTransitionTimes(NbdExportStatus s) {
+        return new NbdExportStatus(s.phase(),
                 s.conditions().stream().map(c -> new ConditionBuilder(c).withLastTransitionTime(null).build()).toList(),
                 s.node(), s.endpoint(), s.dirtyBitmaps(), s.persistentVolume(), s.observedGeneration());
-        return strip.apply(a).equals(strip.apply(b));
     }
 
     @Override

@@ -91,6 +91,9 @@ public final class ServerPodTemplate {
             exportArg.append(",readonly");
         }
         exportArg.append(",max-connections=").append(spec.maxConnectionsOrDefault());
+        if (spec.metaContexts() != null) {
+            spec.metaContexts().forEach(context -> exportArg.append(",context=").append(context.wireName()));
+        }
         List<String> args = new ArrayList<>(List.of("serve",
                 "--bind", "$(POD_IP)", "--port", Integer.toString(spec.serviceOrDefault().portOrDefault()),
                 "--export", exportArg.toString(),

@@ -93,6 +93,7 @@ class NbdExportOperatorIT {
         NbdExport created = createExport(client, ns, exportYaml("disk", port, """
                 persistentVolume: {create: true}
                 dirtyBitmaps: [{name: backup}]
+                metaContexts: [base:allocation]
                 maxConnections: 4"""));
 
         // Dependents appear before any pod runs.
@@ -138,7 +139,7 @@ class NbdExportOperatorIT {
             var info = PeerCommand.run(Duration.ofSeconds(30), "nbdinfo", "--json", uri);
             assertThat(info.exitCode()).as(info.output()).isZero();
             assertThat(info.output()).contains("\"export-size\": " + (64 << 20)).contains("\"can_multi_conn\": true")
-                    .contains("qemu:dirty-bitmap:backup");
+                    .contains("qemu:dirty-bitmap:backup").contains("base:allocation").doesNotContain("qemu:allocation-depth");
             Path copy = work.resolve("copy.img");
             var nbdcopy = PeerCommand.run(Duration.ofSeconds(60), "nbdcopy", uri, copy.toString());
             assertThat(nbdcopy.exitCode()).as(nbdcopy.output()).isZero();

@@ -37,9 +37,10 @@ class ServerPodTemplateTest {
     @Test
     void blockVolumeReadOnlyWithoutTlsUsesTheDeviceAndAStateDir() {
         NbdExport export = export("{source: {persistentVolumeClaim: pvc}, readOnly: true, exportName: disk0, "
-                + "tls: {mode: none}, service: {port: 10900}}");
+                + "tls: {mode: none}, service: {port: 10900}, metaContexts: [qemu:allocation-depth]}");
         assertThat(ServerPodTemplate.args(export, SETTINGS, true, false)).containsExactly(
-                "serve", "--bind", "$(POD_IP)", "--port", "10900", "--export", "disk0=/dev/kube-nbd/volume,readonly,max-connections=8",
+                "serve", "--bind", "$(POD_IP)", "--port", "10900",
+                "--export", "disk0=/dev/kube-nbd/volume,readonly,max-connections=8,context=qemu:allocation-depth",
                 "--control", "$(POD_IP):10810", "--tls", "off", "--state-dir", "/var/lib/kube-nbd");
         var pod = ServerPodTemplate.build(export, SETTINGS, true, false).getSpec();
         var container = pod.getContainers().getFirst();

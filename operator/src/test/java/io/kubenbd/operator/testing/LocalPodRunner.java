@@ -265,12 +265,6 @@ public final class LocalPodRunner implements AutoCloseable {
         return process.exitValue();
     }
 
-    /** Finishes a pod the StatefulSet controller deleted: stop the server, then remove the pod object. */
-    public void terminateDeleted() throws InterruptedException {
-        stop();
-        client.pods().inNamespace(namespace).withName(podName).withGracePeriod(0).delete();
-    }
-
     @Override
     public void close() throws InterruptedException {
         if (process.isAlive()) {
