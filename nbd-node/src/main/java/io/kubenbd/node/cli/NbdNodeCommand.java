@@ -8,7 +8,7 @@ import java.io.IOException;
 /** Entry point of {@code java -jar nbd-node.jar}. */
 @Command(name = "nbd-node", mixinStandardHelpOptions = true, usageHelpAutoWidth = true, version = "nbd-node 0.1.0",
         description = "kube-nbd data plane: serves and inspects NBD exports.",
-        subcommands = {ServeCommand.class, ListCommand.class, CtlCommand.class, ImageCommand.class,
+        subcommands = {ServeCommand.class, ListCommand.class, CtlCommand.class, ImageCommand.class, CsiCommand.class,
                 CommandLine.HelpCommand.class})
 public final class NbdNodeCommand implements Runnable {
     /** Exit code for arguments or configuration that make no sense (picocli uses 2 for usage errors too). */

@@ -102,7 +102,7 @@ class ServeConfigFileTest {
         assertThatThrownBy(() -> ServeConfigFile.load(file))
                 .isInstanceOf(IllegalArgumentException.class)
                 .hasMessageContaining("unknown key 'readOnly'")
-                .hasMessageContaining("known: backing, bitmap, description, format, max-connections, readonly");
+                .hasMessageContaining("known: backing, bitmap, context, description, format, max-connections, readonly");
         Path bounds = yaml("exports:\n  - name: disk\n    path: /d\n    max-connections: 0\n");
         assertThatThrownBy(() -> ServeConfigFile.load(bounds))
                 .isInstanceOf(IllegalArgumentException.class)

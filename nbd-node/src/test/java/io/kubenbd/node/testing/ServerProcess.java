@@ -22,11 +22,28 @@ public final class ServerProcess implements AutoCloseable {
     private final Process process;
     private final int port;
     private final Path log;
+    private final List<String> command;
 
-    private ServerProcess(Process process, int port, Path log) {
+    private ServerProcess(Process process, int port, Path log, List<String> command) {
         this.process = process;
         this.port = port;
         this.log = log;
+        this.command = command;
+    }
+
+    /**
+     * Starts the same command again on the same port, after this server was killed or stopped:
+     * a server restart as its clients see it.
+     */
+    public ServerProcess restart() throws IOException, InterruptedException {
+        if (process.isAlive()) {
+            throw new IllegalStateException("the server still runs; stop it first");
+        }
+        ServerProcess again = launch(command, port);
+        if (again == null) {
+            throw new AssertionError("server did not restart on port " + port);
+        }
+        return again;
     }
 
     /** Starts {@code nbd-node serve --bind 127.0.0.1 --port P} with the given extra arguments. */
@@ -120,26 +137,35 @@ public final class ServerProcess implements AutoCloseable {
         // A port found free can be taken before the server binds it; try a few.
         for (int attempt = 0; attempt < 5; attempt++) {
             int port = freePort();
-            Path log = Files.createTempFile("nbd-server", ".log");
-            Process process = new ProcessBuilder(commandForPort.command(port))
-                    .redirectErrorStream(true)
-                    .redirectOutput(log.toFile())
-                    .start();
-            ServerProcess server = new ServerProcess(process, port, log);
-            long deadline = System.nanoTime() + START_LIMIT.toNanos();
-            while (System.nanoTime() < deadline && process.isAlive()) {
-                if (accepts(port)) {
-                    return server;
-                }
-                Thread.sleep(50);
-            }
-            String output = Files.readString(log);
-            server.close();
-            if (!output.contains("in use")) {
-                throw new AssertionError("server did not start on port " + port + ":\n" + output);
+            ServerProcess server = launch(commandForPort.command(port), port);
+            if (server != null) {
+                return server;
             }
         }
         throw new AssertionError("no free port found for the server after 5 attempts");
+    }
+
+    /** Starts the command and waits until the port accepts; null when the port was taken meanwhile. */
+    private static ServerProcess launch(List<String> command, int port) throws IOException, InterruptedException {
+        Path log = Files.createTempFile("nbd-server", ".log");
+        Process process = new ProcessBuilder(command)
+                .redirectErrorStream(true)
+                .redirectOutput(log.toFile())
+                .start();
+        ServerProcess server = new ServerProcess(process, port, log, List.copyOf(command));
+        long deadline = System.nanoTime() + START_LIMIT.toNanos();
+        while (System.nanoTime() < deadline && process.isAlive()) {
+            if (accepts(port)) {
+                return server;
+            }
+            Thread.sleep(50);
+        }
+        String output = Files.readString(log);
+        server.close();
+        if (!output.contains("in use")) {
+            throw new AssertionError("server did not start on port " + port + ":\n" + output);
+        }
+        return null;
     }
 
     private static boolean accepts(int port) {

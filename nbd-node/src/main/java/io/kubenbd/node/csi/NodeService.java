@@ -1,0 +1,406 @@
+package io.kubenbd.node.csi;
+
+import io.grpc.Status;
+import io.grpc.StatusException;
+import io.grpc.stub.StreamObserver;
+import io.kubenbd.node.csi.v1.NodeExpandVolumeRequest;
+import io.kubenbd.node.csi.v1.NodeExpandVolumeResponse;
+import io.kubenbd.node.csi.v1.NodeGetCapabilitiesRequest;
+import io.kubenbd.node.csi.v1.NodeGetCapabilitiesResponse;
+import io.kubenbd.node.csi.v1.NodeGetInfoRequest;
+import io.kubenbd.node.csi.v1.NodeGetInfoResponse;
+import io.kubenbd.node.csi.v1.NodeGetVolumeStatsRequest;
+import io.kubenbd.node.csi.v1.NodeGetVolumeStatsResponse;
+import io.kubenbd.node.csi.v1.NodeGrpc;
+import io.kubenbd.node.csi.v1.NodePublishVolumeRequest;
+import io.kubenbd.node.csi.v1.NodePublishVolumeResponse;
+import io.kubenbd.node.csi.v1.NodeServiceCapability;
+import io.kubenbd.node.csi.v1.NodeStageVolumeRequest;
+import io.kubenbd.node.csi.v1.NodeStageVolumeResponse;
+import io.kubenbd.node.csi.v1.NodeUnpublishVolumeRequest;
+import io.kubenbd.node.csi.v1.NodeUnpublishVolumeResponse;
+import io.kubenbd.node.csi.v1.NodeUnstageVolumeRequest;
+import io.kubenbd.node.csi.v1.NodeUnstageVolumeResponse;
+import io.kubenbd.node.csi.v1.VolumeCapability;
+import io.kubenbd.node.csi.v1.VolumeCondition;
+import io.kubenbd.node.csi.v1.VolumeUsage;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.locks.ReentrantLock;
+
+/**
+ * The CSI Node service. Every call validates its arguments with the status codes the spec names,
+ * holds the volume's lock (a second call for the same volume meanwhile gets ABORTED, as the
+ * spec asks), and is idempotent: staging a staged volume at the same path, publishing at a
+ * published target, unpublishing or unstaging what is gone all succeed without doing anything.
+ */
+final class NodeService extends NodeGrpc.NodeImplBase {
+    private static final Logger log = LoggerFactory.getLogger(NodeService.class);
+
+    private final String nodeId;
+    private final NodeState state;
+    private final String fuseLibrary;
+    private final Map<String, StagedVolume> staged = new ConcurrentHashMap<>();
+    private final Map<String, UserspaceAttachment> attachments = new ConcurrentHashMap<>();
+    private final Map<String, ReentrantLock> locks = new ConcurrentHashMap<>();
+
+    NodeService(String nodeId, NodeState state, String fuseLibrary) {
+        this.nodeId = nodeId;
+        this.state = state;
+        this.fuseLibrary = fuseLibrary;
+    }
+
+    /** One call's work; {@link StatusException}s carry the code the spec names for the problem. */
+    private interface Work<T> {
+        T run() throws StatusException, IOException;
+    }
+
+    private <T> void serve(String method, String volumeId, StreamObserver<T> observer, Work<T> work) {
+        ReentrantLock lock = volumeId.isEmpty() ? null : locks.computeIfAbsent(volumeId, id -> new ReentrantLock());
+        if (lock != null && !lock.tryLock()) {
+            observer.onError(Status.ABORTED.withDescription("an operation on volume " + volumeId + " is in progress")
+                    .asException());
+            return;
+        }
+        T result;
+        try {
+            result = work.run();
+        } catch (StatusException e) {
+            log.warn("{} volume={}: {}", method, volumeId, e.getStatus());
+            unlock(lock);
+            observer.onError(e);
+            return;
+        } catch (IOException | RuntimeException e) {
+            log.error("{} volume={} failed: {}", method, volumeId, e.getMessage(), e);
+            unlock(lock);
+            observer.onError(Status.INTERNAL.withDescription(method + " failed: " + e.getMessage()).asException());
+            return;
+        }
+        // Released before answering: the caller's next call for this volume may come the moment it has the answer.
+        unlock(lock);
+        observer.onNext(result);
+        observer.onCompleted();
+    }
+
+    private static void unlock(ReentrantLock lock) {
+        if (lock != null) {
+            lock.unlock();
+        }
+    }
+
+    private static StatusException invalid(String message) {
+        return Status.INVALID_ARGUMENT.withDescription(message).asException();
+    }
+
+    private static void require(boolean condition, String message) throws StatusException {
+        if (!condition) {
+            throw invalid(message);
+        }
+    }
+
+    /** Re-attaches what the state directory says was staged before this process started. */
+    void recover() throws IOException {
+        for (StagedVolume volume : state.load()) {
+            try {
+                // The old mounts sit on a loop device whose file is on a FUSE mount that died with the old process.
+                for (String target : volume.targets().keySet()) {
+                    if (Mounter.isMountPoint(Path.of(target))) {
+                        SystemCommand.run("umount", "-l", target);
+                    }
+                }
+                if (!volume.block() && Mounter.isMountPoint(volume.stagingPath())) {
+                    SystemCommand.run("umount", "-l", volume.stagingPath().toString());
+                }
+                UserspaceAttachment.releaseStale(volume.device(), volume.fuseDir());
+                StagedVolume reattached = attach(volume);
+                for (var target : volume.targets().entrySet()) {
+                    publishAt(reattached, Path.of(target.getKey()), target.getValue());
+                }
+                staged.put(volume.volumeId(), reattached);
+                state.save(reattached);
+                log.info("volume={} re-attached after restart as {}", volume.volumeId(), reattached.device());
+            } catch (IOException | RuntimeException e) {
+                log.error("volume={} could not be re-attached after restart: {}", volume.volumeId(), e.toString());
+                staged.put(volume.volumeId(), volume);
+            }
+        }
+    }
+
+    /** Connects, attaches and (for a filesystem) mounts at the staging path; used by stage and by recovery. */
+    private StagedVolume attach(StagedVolume volume) throws IOException {
+        ExportConnections connections = ExportConnections.open(volume.volumeId(), volume.context(),
+                state.pskFile(volume.volumeId()));
+        UserspaceAttachment attachment = UserspaceAttachment.attach(volume.volumeId(), connections,
+                state.fuseDir(volume.volumeId()), volume.readOnly(), fuseLibrary);
+        try {
+            if (!volume.block()) {
+                String existing = Mounter.filesystemOf(attachment.device());
+                if (existing == null) {
+                    if (volume.readOnly()) {
+                        throw new IOException("volume " + volume.volumeId() + " has no filesystem and is staged read-only");
+                    }
+                    Mounter.format(attachment.device(), volume.fsType());
+                    existing = volume.fsType();
+                    log.info("volume={} made {} on {}", volume.volumeId(), existing, attachment.device());
+                }
+                Mounter.mount(attachment.device(), volume.stagingPath(), existing, volume.mountFlags(), volume.readOnly());
+            }
+        } catch (IOException | RuntimeException e) {
+            attachment.close();
+            throw e;
+        }
+        attachments.put(volume.volumeId(), attachment);
+        return volume.withDevice(attachment.device());
+    }
+
+    @Override
+    public void nodeStageVolume(NodeStageVolumeRequest request, StreamObserver<NodeStageVolumeResponse> observer) {
+        String id = request.getVolumeId();
+        serve("NodeStageVolume", id, observer, () -> {
+            require(!id.isEmpty(), "volume_id is required");
+            require(!request.getStagingTargetPath().isEmpty(), "staging_target_path is required");
+            require(request.hasVolumeCapability(), "volume_capability is required");
+            VolumeCapability capability = request.getVolumeCapability();
+            Path stagingPath = Path.of(request.getStagingTargetPath());
+            StagedVolume existing = staged.get(id);
+            if (existing != null) {
+                if (existing.stagingPath().equals(stagingPath) && existing.block() == capability.hasBlock()) {
+                    return NodeStageVolumeResponse.getDefaultInstance();
+                }
+                throw Status.ALREADY_EXISTS.withDescription("volume " + id + " is already staged at "
+                        + existing.stagingPath() + (existing.block() ? " as a block volume" : " as a filesystem")).asException();
+            }
+            VolumeContext context;
+            try {
+                context = VolumeContext.parse(request.getVolumeContextMap());
+            } catch (IllegalArgumentException e) {
+                throw invalid(e.getMessage());
+            }
+            if (context.tlsMode() == VolumeContext.TlsMode.PSK) {
+                String keys = request.getSecretsMap().get("keys.psk");
+                require(keys != null && !keys.isBlank(),
+                        "tlsMode psk needs the export's PSK Secret (keys.psk) through nodeStageSecretRef");
+                state.writePsk(id, keys);
+            }
+            boolean block = capability.hasBlock();
+            String fsType = capability.hasMount() && !capability.getMount().getFsType().isEmpty()
+                    ? capability.getMount().getFsType() : "ext4";
+            require(block || List.of("ext4", "xfs").contains(fsType), "fs_type must be ext4 or xfs, got '" + fsType + "'");
+            StagedVolume volume = new StagedVolume(id, stagingPath, context, block, fsType,
+                    block ? List.of() : capability.getMount().getMountFlagsList(), readOnly(capability),
+                    state.fuseDir(id), null, Map.of());
+            StagedVolume attached;
+            try {
+                attached = attach(volume);
+            } catch (IOException e) {
+                state.remove(id);
+                throw Status.UNAVAILABLE.withDescription("cannot attach " + context + ": " + e.getMessage()).asException();
+            }
+            staged.put(id, attached);
+            state.save(attached);
+            log.info("volume={} staged at {} from {}", id, stagingPath, context);
+            return NodeStageVolumeResponse.getDefaultInstance();
+        });
+    }
+
+    private static boolean readOnly(VolumeCapability capability) {
+        var mode = capability.getAccessMode().getMode();
+        return mode == VolumeCapability.AccessMode.Mode.SINGLE_NODE_READER_ONLY
+                || mode == VolumeCapability.AccessMode.Mode.MULTI_NODE_READER_ONLY;
+    }
+
+    @Override
+    public void nodeUnstageVolume(NodeUnstageVolumeRequest request, StreamObserver<NodeUnstageVolumeResponse> observer) {
+        String id = request.getVolumeId();
+        serve("NodeUnstageVolume", id, observer, () -> {
+            require(!id.isEmpty(), "volume_id is required");
+            require(!request.getStagingTargetPath().isEmpty(), "staging_target_path is required");
+            StagedVolume volume = staged.get(id);
+            if (volume == null) {
+                return NodeUnstageVolumeResponse.getDefaultInstance();
+            }
+            if (!volume.block() && Mounter.isMountPoint(volume.stagingPath())) {
+                Mounter.unmount(volume.stagingPath());
+            }
+            UserspaceAttachment attachment = attachments.remove(id);
+            if (attachment != null) {
+                attachment.close();
+            }
+            staged.remove(id);
+            state.remove(id);
+            log.info("volume={} unstaged from {}", id, volume.stagingPath());
+            return NodeUnstageVolumeResponse.getDefaultInstance();
+        });
+    }
+
+    @Override
+    public void nodePublishVolume(NodePublishVolumeRequest request, StreamObserver<NodePublishVolumeResponse> observer) {
+        String id = request.getVolumeId();
+        serve("NodePublishVolume", id, observer, () -> {
+            require(!id.isEmpty(), "volume_id is required");
+            require(!request.getTargetPath().isEmpty(), "target_path is required");
+            require(!request.getStagingTargetPath().isEmpty(), "staging_target_path is required (STAGE_UNSTAGE_VOLUME)");
+            require(request.hasVolumeCapability(), "volume_capability is required");
+            StagedVolume volume = staged.get(id);
+            if (volume == null) {
+                throw Status.NOT_FOUND.withDescription("volume " + id + " is not staged on node " + nodeId).asException();
+            }
+            if (volume.block() != request.getVolumeCapability().hasBlock()) {
+                throw invalid("volume " + id + " is staged as a " + (volume.block() ? "block volume" : "filesystem")
+                        + " and cannot be published as the other");
+            }
+            Path target = Path.of(request.getTargetPath());
+            Boolean publishedReadOnly = volume.targets().get(target.toString());
+            boolean readOnly = request.getReadonly() || volume.readOnly();
+            if (publishedReadOnly != null && Mounter.isMountPoint(target)) {
+                if (publishedReadOnly != readOnly) {
+                    throw Status.ALREADY_EXISTS.withDescription("volume " + id + " is published at " + target
+                            + (publishedReadOnly ? " read-only" : " read-write")).asException();
+                }
+                return NodePublishVolumeResponse.getDefaultInstance();
+            }
+            publishAt(volume, target, readOnly);
+            Map<String, Boolean> targets = new HashMap<>(volume.targets());
+            targets.put(target.toString(), readOnly);
+            StagedVolume updated = volume.withTargets(targets);
+            staged.put(id, updated);
+            state.save(updated);
+            log.info("volume={} published at {}{}", id, target, readOnly ? " read-only" : "");
+            return NodePublishVolumeResponse.getDefaultInstance();
+        });
+    }
+
+    private static void publishAt(StagedVolume volume, Path target, boolean readOnly) throws IOException {
+        if (volume.block()) {
+            Files.createDirectories(target.getParent());
+            if (!Files.exists(target)) {
+                Files.createFile(target);
+            }
+            Mounter.bind(volume.device(), target, readOnly);
+        } else {
+            Files.createDirectories(target);
+            Mounter.bind(volume.stagingPath(), target, readOnly);
+        }
+    }
+
+    @Override
+    public void nodeUnpublishVolume(NodeUnpublishVolumeRequest request, StreamObserver<NodeUnpublishVolumeResponse> observer) {
+        String id = request.getVolumeId();
+        serve("NodeUnpublishVolume", id, observer, () -> {
+            require(!id.isEmpty(), "volume_id is required");
+            require(!request.getTargetPath().isEmpty(), "target_path is required");
+            Path target = Path.of(request.getTargetPath());
+            StagedVolume volume = staged.get(id);
+            if (volume == null && !Mounter.isMountPoint(target)) {
+                if (Files.exists(target)) {
+                    Files.delete(target);
+                    return NodeUnpublishVolumeResponse.getDefaultInstance();
+                }
+                throw Status.NOT_FOUND.withDescription("volume " + id + " is not staged on node " + nodeId).asException();
+            }
+            if (Mounter.isMountPoint(target)) {
+                Mounter.unmount(target);
+            }
+            Files.deleteIfExists(target);
+            if (volume != null && volume.targets().containsKey(target.toString())) {
+                Map<String, Boolean> targets = new HashMap<>(volume.targets());
+                targets.remove(target.toString());
+                StagedVolume updated = volume.withTargets(targets);
+                staged.put(id, updated);
+                state.save(updated);
+            }
+            log.info("volume={} unpublished from {}", id, target);
+            return NodeUnpublishVolumeResponse.getDefaultInstance();
+        });
+    }
+
+    @Override
+    public void nodeGetVolumeStats(NodeGetVolumeStatsRequest request, StreamObserver<NodeGetVolumeStatsResponse> observer) {
+        String id = request.getVolumeId();
+        serve("NodeGetVolumeStats", "", observer, () -> {
+            require(!id.isEmpty(), "volume_id is required");
+            require(!request.getVolumePath().isEmpty(), "volume_path is required");
+            StagedVolume volume = staged.get(id);
+            Path path = Path.of(request.getVolumePath());
+            if (volume == null || !Files.exists(path)) {
+                throw Status.NOT_FOUND.withDescription("volume " + id + " is not at " + path + " on node " + nodeId).asException();
+            }
+            UserspaceAttachment attachment = attachments.get(id);
+            var response = NodeGetVolumeStatsResponse.newBuilder();
+            if (volume.block()) {
+                long size = attachment == null ? 0 : attachment.size();
+                response.addUsage(VolumeUsage.newBuilder().setUnit(VolumeUsage.Unit.BYTES).setTotal(size));
+            } else {
+                String[] df = SystemCommand.check("stat", "-f", "-c", "%S %b %f %a %c %d", path.toString()).split(" ");
+                long blockSize = Long.parseLong(df[0]);
+                long total = Long.parseLong(df[1]) * blockSize;
+                long available = Long.parseLong(df[3]) * blockSize;
+                long inodes = Long.parseLong(df[4]);
+                long freeInodes = Long.parseLong(df[5]);
+                response.addUsage(VolumeUsage.newBuilder().setUnit(VolumeUsage.Unit.BYTES)
+                        .setTotal(total).setAvailable(available).setUsed(total - Long.parseLong(df[2]) * blockSize));
+                response.addUsage(VolumeUsage.newBuilder().setUnit(VolumeUsage.Unit.INODES)
+                        .setTotal(inodes).setAvailable(freeInodes).setUsed(inodes - freeInodes));
+            }
+            response.setVolumeCondition(condition(volume, attachment));
+            return response.build();
+        });
+    }
+
+    private static VolumeCondition condition(StagedVolume volume, UserspaceAttachment attachment) {
+        if (attachment == null) {
+            return VolumeCondition.newBuilder().setAbnormal(true)
+                    .setMessage("not attached: re-attaching after the plugin restarted failed; unstage and stage again").build();
+        }
+        String failure = attachment.connections().lastFailure();
+        return failure == null
+                ? VolumeCondition.newBuilder().setAbnormal(false).setMessage("attached as " + volume.device()
+                + " from " + volume.context()).build()
+                : VolumeCondition.newBuilder().setAbnormal(true).setMessage(failure).build();
+    }
+
+    @Override
+    public void nodeExpandVolume(NodeExpandVolumeRequest request, StreamObserver<NodeExpandVolumeResponse> observer) {
+        String id = request.getVolumeId();
+        serve("NodeExpandVolume", id, observer, () -> {
+            require(!id.isEmpty(), "volume_id is required");
+            require(!request.getVolumePath().isEmpty(), "volume_path is required");
+            StagedVolume volume = staged.get(id);
+            UserspaceAttachment attachment = attachments.get(id);
+            if (volume == null || attachment == null) {
+                throw Status.NOT_FOUND.withDescription("volume " + id + " is not staged on node " + nodeId).asException();
+            }
+            long size = attachment.expand();
+            if (!volume.block()) {
+                Mounter.growFilesystem(volume.device(), volume.stagingPath(), Mounter.filesystemOf(volume.device()));
+            }
+            log.info("volume={} expanded to {} bytes", id, size);
+            return NodeExpandVolumeResponse.newBuilder().setCapacityBytes(size).build();
+        });
+    }
+
+    @Override
+    public void nodeGetCapabilities(NodeGetCapabilitiesRequest request, StreamObserver<NodeGetCapabilitiesResponse> observer) {
+        var response = NodeGetCapabilitiesResponse.newBuilder();
+        for (var type : List.of(NodeServiceCapability.RPC.Type.STAGE_UNSTAGE_VOLUME, NodeServiceCapability.RPC.Type.GET_VOLUME_STATS,
+                NodeServiceCapability.RPC.Type.VOLUME_CONDITION, NodeServiceCapability.RPC.Type.EXPAND_VOLUME)) {
+            response.addCapabilities(NodeServiceCapability.newBuilder().setRpc(NodeServiceCapability.RPC.newBuilder().setType(type)));
+        }
+        observer.onNext(response.build());
+        observer.onCompleted();
+    }
+
+    @Override
+    public void nodeGetInfo(NodeGetInfoRequest request, StreamObserver<NodeGetInfoResponse> observer) {
+        observer.onNext(NodeGetInfoResponse.newBuilder().setNodeId(nodeId).build());
+        observer.onCompleted();
+    }
+}

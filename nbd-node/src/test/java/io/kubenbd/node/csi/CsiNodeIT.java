@@ -1,0 +1,223 @@
+package io.kubenbd.node.csi;
+
+import io.kubenbd.node.csi.v1.NodeExpandVolumeRequest;
+import io.kubenbd.node.csi.v1.NodeGetVolumeStatsRequest;
+import io.kubenbd.node.csi.v1.NodePublishVolumeRequest;
+import io.kubenbd.node.csi.v1.NodeStageVolumeRequest;
+import io.kubenbd.node.csi.v1.NodeUnpublishVolumeRequest;
+import io.kubenbd.node.csi.v1.NodeUnstageVolumeRequest;
+import io.kubenbd.node.csi.v1.VolumeCapability;
+import io.kubenbd.node.csi.v1.VolumeUsage;
+import io.kubenbd.node.testing.PeerCommand;
+import io.kubenbd.node.testing.ScratchDir;
+import io.kubenbd.node.testing.ServerProcess;
+import io.grpc.Status;
+import io.grpc.StatusRuntimeException;
+import org.junit.jupiter.api.Test;
+
+import java.io.RandomAccessFile;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.Map;
+
+import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
+
+/**
+ * The node plugin end to end through the userspace path (FUSE + loop device), as kubelet drives
+ * it, against a real {@code nbd-node serve} with TLS-PSK: the bytes a pod writes must end up in
+ * the server's image, survive unstage and stage, a server restart mid-use and a plugin crash.
+ */
+class CsiNodeIT {
+    private static final long SIZE = 128L << 20;
+
+    private static VolumeCapability mount(String fsType) {
+        return VolumeCapability.newBuilder()
+                .setMount(VolumeCapability.MountVolume.newBuilder().setFsType(fsType))
+                .setAccessMode(VolumeCapability.AccessMode.newBuilder().setMode(VolumeCapability.AccessMode.Mode.SINGLE_NODE_WRITER))
+                .build();
+    }
+
+    private static VolumeCapability block() {
+        return VolumeCapability.newBuilder()
+                .setBlock(VolumeCapability.BlockVolume.getDefaultInstance())
+                .setAccessMode(VolumeCapability.AccessMode.newBuilder().setMode(VolumeCapability.AccessMode.Mode.SINGLE_NODE_WRITER))
+                .build();
+    }
+
+    /** The test's directory, image and PSK; closing it releases leftover mounts and loop devices, then deletes it. */
+    private record Setup(ScratchDir dir, Path image, String psk) implements AutoCloseable {
+        @Override
+        public void close() throws Exception {
+            try {
+                NodeLeftovers.release(dir.path());
+            } finally {
+                dir.close();
+            }
+        }
+    }
+
+    private static Setup setup(String name) throws Exception {
+        PeerCommand.requireInstalled("psktool", "losetup", "mkfs.ext4", "blkid", "debugfs");
+        ScratchDir dir = ScratchDir.create(name);
+        Path image = dir.resolve("volume.img");
+        try (RandomAccessFile file = new RandomAccessFile(image.toFile(), "rw")) {
+            file.setLength(SIZE);
+        }
+        PeerCommand.run(Duration.ofSeconds(10), "psktool", "-u", "kube-nbd", "-p", dir.resolve("keys.psk").toString()).assertSuccess();
+        return new Setup(dir, image, Files.readString(dir.resolve("keys.psk")));
+    }
+
+    private static ServerProcess serve(Setup setup) throws Exception {
+        return ServerProcess.nbdNode("--export", "vol=" + setup.image(), "--tls", "require",
+                "--tls-psk", setup.dir().resolve("keys.psk").toString());
+    }
+
+    private static NodeStageVolumeRequest stage(Setup setup, ServerProcess server, Path staging, VolumeCapability capability) {
+        return NodeStageVolumeRequest.newBuilder().setVolumeId("ns/vol").setStagingTargetPath(staging.toString())
+                .setVolumeCapability(capability)
+                .putAllVolumeContext(Map.of("host", "127.0.0.1", "port", Integer.toString(server.port()),
+                        "exportName", "vol", "connections", "2", "tlsMode", "psk"))
+                .putSecrets("keys.psk", setup.psk())
+                .build();
+    }
+
+    private static NodePublishVolumeRequest publish(Path staging, Path target, VolumeCapability capability) {
+        return NodePublishVolumeRequest.newBuilder().setVolumeId("ns/vol").setStagingTargetPath(staging.toString())
+                .setTargetPath(target.toString()).setVolumeCapability(capability).build();
+    }
+
+    /** A file read out of the ext4 image with debugfs, without mounting it. */
+    private static String fileInImage(Path image, String path) throws Exception {
+        var result = PeerCommand.run(Duration.ofSeconds(30), "debugfs", "-R", "cat " + path, image.toString());
+        return result.stdout();
+    }
+
+    @Test
+    void filesystemVolumeRoundTripsThroughTheServersImage() throws Exception {
+        try (Setup setup = setup("csi-fs"); ServerProcess server = serve(setup);
+             CsiPluginProcess plugin = CsiPluginProcess.start(setup.dir().path(), setup.dir().resolve("state"))) {
+            ScratchDir dir = setup.dir();
+            Path staging = dir.resolve("staging");
+            Path target = dir.resolve("pod/volume");
+            var node = plugin.node();
+            node.nodeStageVolume(stage(setup, server, staging, mount("ext4")));
+            node.nodeStageVolume(stage(setup, server, staging, mount("ext4"))); // idempotent
+            assertThatThrownBy(() -> node.nodeStageVolume(stage(setup, server, dir.resolve("elsewhere"), mount("ext4"))))
+                    .isInstanceOfSatisfying(StatusRuntimeException.class,
+                            e -> assertThat(e.getStatus().getCode()).isEqualTo(Status.Code.ALREADY_EXISTS));
+            node.nodePublishVolume(publish(staging, target, mount("ext4")));
+            node.nodePublishVolume(publish(staging, target, mount("ext4")));
+            Files.writeString(target.resolve("hello.txt"), "written through kube-nbd\n");
+            var stats = node.nodeGetVolumeStats(NodeGetVolumeStatsRequest.newBuilder().setVolumeId("ns/vol")
+                    .setVolumePath(target.toString()).build());
+            assertThat(stats.getUsageList()).anySatisfy(u -> {
+                assertThat(u.getUnit()).isEqualTo(VolumeUsage.Unit.BYTES);
+                assertThat(u.getTotal()).isBetween(SIZE / 2, SIZE);
+            });
+            assertThat(stats.getVolumeCondition().getAbnormal()).isFalse();
+            assertThat(Files.readString(dir.resolve("state/volumes").resolve(
+                    Files.list(dir.resolve("state/volumes")).filter(p -> p.toString().endsWith(".psk")).findFirst().orElseThrow())))
+                    .isEqualTo(setup.psk());
+            assertThat(Files.getPosixFilePermissions(Files.list(dir.resolve("state/volumes"))
+                    .filter(p -> p.toString().endsWith(".psk")).findFirst().orElseThrow()))
+                    .containsExactlyInAnyOrder(java.nio.file.attribute.PosixFilePermission.OWNER_READ,
+                            java.nio.file.attribute.PosixFilePermission.OWNER_WRITE);
+
+            node.nodeUnpublishVolume(NodeUnpublishVolumeRequest.newBuilder().setVolumeId("ns/vol").setTargetPath(target.toString()).build());
+            node.nodeUnstageVolume(NodeUnstageVolumeRequest.newBuilder().setVolumeId("ns/vol").setStagingTargetPath(staging.toString()).build());
+            node.nodeUnstageVolume(NodeUnstageVolumeRequest.newBuilder().setVolumeId("ns/vol").setStagingTargetPath(staging.toString()).build());
+            assertThat(fileInImage(setup.image(), "/hello.txt")).isEqualTo("written through kube-nbd\n");
+            assertThat(plugin.log()).doesNotContain(setup.psk().strip().split(":")[1]);
+
+            // Staged again, the existing filesystem is mounted, not made anew.
+            node.nodeStageVolume(stage(setup, server, staging, mount("ext4")));
+            node.nodePublishVolume(publish(staging, target, mount("ext4")));
+            assertThat(target.resolve("hello.txt")).hasContent("written through kube-nbd");
+
+            // The server restarts while the volume is in use: I/O waits and resumes.
+            server.terminate(Duration.ofSeconds(10));
+            try (ServerProcess restarted = server.restart()) {
+                Files.writeString(target.resolve("after-restart.txt"), "still here\n");
+                PeerCommand.run(Duration.ofSeconds(60), "sync", "-f", target.resolve("after-restart.txt").toString()).assertSuccess();
+                node.nodeUnpublishVolume(NodeUnpublishVolumeRequest.newBuilder().setVolumeId("ns/vol").setTargetPath(target.toString()).build());
+                node.nodeUnstageVolume(NodeUnstageVolumeRequest.newBuilder().setVolumeId("ns/vol").setStagingTargetPath(staging.toString()).build());
+                assertThat(fileInImage(setup.image(), "/after-restart.txt")).isEqualTo("still here\n");
+                assertThat(plugin.log()).contains("reconnected");
+            }
+        }
+    }
+
+    @Test
+    void blockVolumeRoundTripsAndExpands() throws Exception {
+        try (Setup setup = setup("csi-block"); ServerProcess server = serve(setup);
+             CsiPluginProcess plugin = CsiPluginProcess.start(setup.dir().path(), setup.dir().resolve("state"))) {
+            ScratchDir dir = setup.dir();
+            Path staging = dir.resolve("staging");
+            Path target = dir.resolve("pod/dev/xvda");
+            var node = plugin.node();
+            node.nodeStageVolume(stage(setup, server, staging, block()));
+            node.nodePublishVolume(publish(staging, target, block()));
+            byte[] pattern = new byte[1 << 20];
+            java.util.Arrays.fill(pattern, (byte) 0x5a);
+            Files.write(dir.resolve("pattern"), pattern);
+            PeerCommand.run(Duration.ofSeconds(60), "dd", "if=" + dir.resolve("pattern"), "of=" + target, "bs=1M", "count=1",
+                    "seek=3", "oflag=direct", "conv=notrunc,fsync").assertSuccess();
+
+            // The volume grows (the PVC was expanded and the server restarted on the larger image);
+            // NodeExpandVolume makes the device follow.
+            server.terminate(Duration.ofSeconds(10));
+            try (RandomAccessFile file = new RandomAccessFile(setup.image().toFile(), "rw")) {
+                file.setLength(SIZE * 2);
+            }
+            var restarted = server.restart();
+            var expanded = node.nodeExpandVolume(NodeExpandVolumeRequest.newBuilder().setVolumeId("ns/vol")
+                    .setVolumePath(target.toString()).setStagingTargetPath(staging.toString()).build());
+            assertThat(expanded.getCapacityBytes()).isEqualTo(SIZE * 2);
+            assertThat(PeerCommand.run(Duration.ofSeconds(10), "blockdev", "--getsize64", target.toString()).stdout().strip())
+                    .isEqualTo(Long.toString(SIZE * 2));
+            node.nodeUnpublishVolume(NodeUnpublishVolumeRequest.newBuilder().setVolumeId("ns/vol").setTargetPath(target.toString()).build());
+            node.nodeUnstageVolume(NodeUnstageVolumeRequest.newBuilder().setVolumeId("ns/vol").setStagingTargetPath(staging.toString()).build());
+            byte[] onServer = new byte[pattern.length];
+            try (RandomAccessFile file = new RandomAccessFile(setup.image().toFile(), "r")) {
+                file.seek(3L << 20);
+                file.readFully(onServer);
+            }
+            assertThat(onServer).isEqualTo(pattern);
+            assertThat(target).doesNotExist();
+            restarted.close();
+        }
+    }
+
+    @Test
+    void aRestartedPluginAttachesItsVolumesAgain() throws Exception {
+        try (Setup setup = setup("csi-restart"); ServerProcess server = serve(setup)) {
+            ScratchDir dir = setup.dir();
+            Path staging = dir.resolve("staging");
+            Path target = dir.resolve("pod/volume");
+            try (CsiPluginProcess plugin = CsiPluginProcess.start(dir.path(), dir.resolve("state"))) {
+                plugin.node().nodeStageVolume(stage(setup, server, staging, mount("ext4")));
+                plugin.node().nodePublishVolume(publish(staging, target, mount("ext4")));
+                Files.writeString(target.resolve("before.txt"), "before the crash\n");
+                PeerCommand.run(Duration.ofSeconds(60), "sync", "-f", target.resolve("before.txt").toString()).assertSuccess();
+                plugin.kill();
+            }
+            try (CsiPluginProcess plugin = CsiPluginProcess.start(dir.path(), dir.resolve("state"))) {
+                assertThat(plugin.log()).contains("re-attached after restart");
+                assertThat(target.resolve("before.txt")).hasContent("before the crash");
+                Files.writeString(target.resolve("after.txt"), "after the restart\n");
+                // Calls for the recovered volume are idempotent, and nothing is attached twice.
+                plugin.node().nodeStageVolume(stage(setup, server, staging, mount("ext4")));
+                plugin.node().nodePublishVolume(publish(staging, target, mount("ext4")));
+                plugin.node().nodeUnpublishVolume(NodeUnpublishVolumeRequest.newBuilder().setVolumeId("ns/vol")
+                        .setTargetPath(target.toString()).build());
+                plugin.node().nodeUnstageVolume(NodeUnstageVolumeRequest.newBuilder().setVolumeId("ns/vol")
+                        .setStagingTargetPath(staging.toString()).build());
+                assertThat(fileInImage(setup.image(), "/after.txt")).isEqualTo("after the restart\n");
+            }
+            var loops = PeerCommand.run(Duration.ofSeconds(10), "losetup", "-a");
+            assertThat(loops.stdout()).doesNotContain(dir.path().toString());
+        }
+    }
+}
