@@ -30,13 +30,17 @@ final class CsiCommand implements Callable<Integer> {
             description = "libfuse3 to load (default: ${DEFAULT-VALUE})")
     String fuseLibrary;
 
+    @Option(names = "--attach", paramLabel = "MODE", defaultValue = "auto",
+            description = "auto: the kernel's nbd driver when this node has it, else FUSE + loop device; kernel; fuse (default: ${DEFAULT-VALUE})")
+    String attach;
+
     @Override
     public Integer call() throws Exception {
         CountDownLatch stop = new CountDownLatch(1);
         for (String signal : List.of("TERM", "INT")) {
             Signal.handle(new Signal(signal), s -> stop.countDown());
         }
-        try (CsiServer server = CsiServer.start(endpoint, nodeId, stateDir, fuseLibrary)) {
+        try (CsiServer server = CsiServer.start(endpoint, nodeId, stateDir, fuseLibrary, attach)) {
             stop.await();
         }
         return 0;

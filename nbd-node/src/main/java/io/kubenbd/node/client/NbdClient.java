@@ -39,6 +39,7 @@ import java.io.DataInputStream;
 import java.io.DataOutputStream;
 import java.io.EOFException;
 import java.io.IOException;
+import java.io.OutputStream;
 import java.io.InputStream;
 import java.net.InetSocketAddress;
 import java.net.Socket;
@@ -325,6 +326,20 @@ public final class NbdClient implements Closeable {
     public ExportInfo go(String name) throws IOException {
         export = exportInfo(true, name);
         return export;
+    }
+
+    /**
+     * The transmission phase's bytes from the server (decrypted under TLS), for handing a
+     * negotiated connection to another NBD speaker such as the kernel's nbd driver. Whoever reads
+     * them owns the conversation: this client must send no requests of its own any more.
+     */
+    public InputStream transmissionInput() {
+        return in;
+    }
+
+    /** The transmission phase's bytes to the server (encrypted under TLS); see {@link #transmissionInput}. */
+    public OutputStream transmissionOutput() {
+        return out;
     }
 
     public List<OptionReply.MetaContext> listMetaContexts(String exportName, List<String> queries) throws IOException {

@@ -46,9 +46,17 @@ public final class CsiServer implements AutoCloseable {
         return Path.of(path);
     }
 
-    public static CsiServer start(String endpoint, String nodeId, Path stateDir, String fuseLibrary) throws IOException {
+    /** How the plugin attaches volumes: {@code auto} (the kernel's nbd driver when present), {@code kernel} or {@code fuse}. */
+    public static CsiServer start(String endpoint, String nodeId, Path stateDir, String fuseLibrary, String attach)
+            throws IOException {
         Path socket = socketPath(endpoint);
-        NodeService node = new NodeService(nodeId, new NodeState(stateDir), fuseLibrary);
+        NodeService.AttachMode mode = switch (attach) {
+            case "auto" -> NodeService.AttachMode.AUTO;
+            case "kernel" -> NodeService.AttachMode.KERNEL;
+            case "fuse" -> NodeService.AttachMode.FUSE;
+            default -> throw new IllegalArgumentException("--attach must be auto, kernel or fuse, got '" + attach + "'");
+        };
+        NodeService node = new NodeService(nodeId, new NodeState(stateDir), fuseLibrary, mode);
         node.recover();
         Files.createDirectories(socket.getParent());
         Files.deleteIfExists(socket); // left by a plugin that was killed

@@ -11,12 +11,8 @@ import io.kubenbd.node.storage.ErrnoException;
 import java.io.IOException;
 import java.lang.foreign.Arena;
 import java.lang.foreign.FunctionDescriptor;
-import java.lang.foreign.Linker;
-import java.lang.foreign.MemoryLayout;
 import java.lang.foreign.MemorySegment;
-import java.lang.foreign.StructLayout;
 import java.lang.invoke.MethodHandle;
-import java.lang.invoke.VarHandle;
 import java.net.ProtocolException;
 import java.net.SocketTimeoutException;
 import java.nio.ByteBuffer;
@@ -52,23 +48,19 @@ final class GenericNetlinkSocket implements AutoCloseable {
     private static final long SOCKADDR_NL_SIZE = 12;
     private static final long NL_PID_OFFSET = 4;
 
-    private static final Linker LINKER = Linker.nativeLinker();
-    private static final StructLayout CALL_STATE = Linker.Option.captureStateLayout();
-    private static final VarHandle ERRNO = CALL_STATE.varHandle(MemoryLayout.PathElement.groupElement("errno"));
-
-    private static final MethodHandle SOCKET = downcall("socket",
+    private static final MethodHandle SOCKET = LibcCalls.downcall("socket",
             FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT));
-    private static final MethodHandle BIND = downcall("bind",
+    private static final MethodHandle BIND = LibcCalls.downcall("bind",
             FunctionDescriptor.of(JAVA_INT, JAVA_INT, ADDRESS, JAVA_INT));
-    private static final MethodHandle GETSOCKNAME = downcall("getsockname",
+    private static final MethodHandle GETSOCKNAME = LibcCalls.downcall("getsockname",
             FunctionDescriptor.of(JAVA_INT, JAVA_INT, ADDRESS, ADDRESS));
-    private static final MethodHandle SETSOCKOPT = downcall("setsockopt",
+    private static final MethodHandle SETSOCKOPT = LibcCalls.downcall("setsockopt",
             FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT, JAVA_INT, ADDRESS, JAVA_INT));
-    private static final MethodHandle SENDTO = downcall("sendto",
+    private static final MethodHandle SENDTO = LibcCalls.downcall("sendto",
             FunctionDescriptor.of(JAVA_LONG, JAVA_INT, ADDRESS, JAVA_LONG, JAVA_INT, ADDRESS, JAVA_INT));
-    private static final MethodHandle RECV = downcall("recv",
+    private static final MethodHandle RECV = LibcCalls.downcall("recv",
             FunctionDescriptor.of(JAVA_LONG, JAVA_INT, ADDRESS, JAVA_LONG, JAVA_INT));
-    private static final MethodHandle CLOSE = downcall("close",
+    private static final MethodHandle CLOSE = LibcCalls.downcall("close",
             FunctionDescriptor.of(JAVA_INT, JAVA_INT));
 
     private final int fd;
@@ -92,15 +84,15 @@ final class GenericNetlinkSocket implements AutoCloseable {
         if (receiveTimeout.isNegative() || receiveTimeout.isZero()) {
             throw new IllegalArgumentException("receive timeout must be positive: " + receiveTimeout);
         }
-        int fd = (int) call("socket", "AF_NETLINK NETLINK_GENERIC",
+        int fd = (int) LibcCalls.call("socket", "AF_NETLINK NETLINK_GENERIC",
                 state -> (int) SOCKET.invokeExact(state, AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_GENERIC));
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment address = kernelAddress(arena);
-            call("bind", "generic netlink socket",
+            LibcCalls.call("bind", "generic netlink socket",
                     state -> (int) BIND.invokeExact(state, fd, address, (int) SOCKADDR_NL_SIZE));
             MemorySegment bound = arena.allocate(SOCKADDR_NL_SIZE, 4);
             MemorySegment boundLength = arena.allocateFrom(JAVA_INT, (int) SOCKADDR_NL_SIZE);
-            call("getsockname", "generic netlink socket",
+            LibcCalls.call("getsockname", "generic netlink socket",
                     state -> (int) GETSOCKNAME.invokeExact(state, fd, bound, boundLength));
             return new GenericNetlinkSocket(fd, bound.get(JAVA_INT, NL_PID_OFFSET), receiveTimeout);
         } catch (ErrnoException | RuntimeException e) {
@@ -188,9 +180,9 @@ final class GenericNetlinkSocket implements AutoCloseable {
         }
         closed = true;
         try (Arena arena = Arena.ofConfined()) {
-            MemorySegment state = arena.allocate(CALL_STATE);
-            if (invoke(st -> (int) CLOSE.invokeExact(st, fd), state) < 0) {
-                throw new ErrnoException("close", "generic netlink socket", errno(state));
+            MemorySegment state = arena.allocate(LibcCalls.CALL_STATE);
+            if (LibcCalls.invoke(st -> (int) CLOSE.invokeExact(st, fd), state) < 0) {
+                throw new ErrnoException("close", "generic netlink socket", LibcCalls.errno(state));
             }
         }
     }
@@ -199,7 +191,7 @@ final class GenericNetlinkSocket implements AutoCloseable {
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment buffer = arena.allocateFrom(JAVA_BYTE, message);
             MemorySegment kernel = kernelAddress(arena);
-            long sent = call("sendto", description, state -> (long) SENDTO.invokeExact(
+            long sent = LibcCalls.call("sendto", description, state -> (long) SENDTO.invokeExact(
                     state, fd, buffer, buffer.byteSize(), 0, kernel, (int) SOCKADDR_NL_SIZE));
             if (sent != message.length) {
                 throw new ProtocolException("netlink sent " + sent + " of " + message.length + " bytes of " + description);
@@ -222,14 +214,14 @@ final class GenericNetlinkSocket implements AutoCloseable {
             MemorySegment timeval = arena.allocate(TIMEVAL_SIZE, 8);
             timeval.set(JAVA_LONG, 0, micros / 1_000_000);
             timeval.set(JAVA_LONG, 8, micros % 1_000_000);
-            call("setsockopt", "SO_RCVTIMEO", state -> (int) SETSOCKOPT.invokeExact(
+            LibcCalls.call("setsockopt", "SO_RCVTIMEO", state -> (int) SETSOCKOPT.invokeExact(
                     state, fd, SOL_SOCKET, SO_RCVTIMEO, timeval, (int) TIMEVAL_SIZE));
             try {
                 MemorySegment probe = arena.allocate(NetlinkMessage.HEADER_LENGTH);
-                long length = call("recv", description, state -> (long) RECV.invokeExact(
+                long length = LibcCalls.call("recv", description, state -> (long) RECV.invokeExact(
                         state, fd, probe, probe.byteSize(), MSG_PEEK | MSG_TRUNC));
                 MemorySegment datagram = arena.allocate(Math.max(length, 1));
-                long received = call("recv", description, state -> (long) RECV.invokeExact(
+                long received = LibcCalls.call("recv", description, state -> (long) RECV.invokeExact(
                         state, fd, datagram, datagram.byteSize(), 0));
                 return ByteBuffer.wrap(datagram.asSlice(0, received).toArray(JAVA_BYTE));
             } catch (ErrnoException e) {
@@ -257,52 +249,10 @@ final class GenericNetlinkSocket implements AutoCloseable {
 
     private static void closeQuietly(int fd, Exception failure) {
         try (Arena arena = Arena.ofConfined()) {
-            MemorySegment state = arena.allocate(CALL_STATE);
-            if (invoke(st -> (int) CLOSE.invokeExact(st, fd), state) < 0) {
-                failure.addSuppressed(new ErrnoException("close", "generic netlink socket", errno(state)));
+            MemorySegment state = arena.allocate(LibcCalls.CALL_STATE);
+            if (LibcCalls.invoke(st -> (int) CLOSE.invokeExact(st, fd), state) < 0) {
+                failure.addSuppressed(new ErrnoException("close", "generic netlink socket", LibcCalls.errno(state)));
             }
         }
-    }
-
-    @FunctionalInterface
-    private interface NativeCall {
-        /** Makes the call with {@code state} receiving errno; returns the C result, negative on failure. */
-        long invoke(MemorySegment state) throws Throwable;
-    }
-
-    /** Calls until the result is not an EINTR failure; a failure becomes an ErrnoException with the captured errno. */
-    private static long call(String name, String subject, NativeCall nativeCall) throws ErrnoException {
-        try (Arena arena = Arena.ofConfined()) {
-            MemorySegment state = arena.allocate(CALL_STATE);
-            while (true) {
-                long result = invoke(nativeCall, state);
-                if (result >= 0) {
-                    return result;
-                }
-                int errno = errno(state);
-                if (errno != Errno.EINTR) {
-                    throw new ErrnoException(name, subject, errno);
-                }
-            }
-        }
-    }
-
-    private static long invoke(NativeCall nativeCall, MemorySegment state) {
-        try {
-            return nativeCall.invoke(state);
-        } catch (RuntimeException | Error e) {
-            throw e;
-        } catch (Throwable t) {
-            throw new IllegalStateException("native call failed", t);
-        }
-    }
-
-    private static int errno(MemorySegment state) {
-        return (int) ERRNO.get(state, 0L);
-    }
-
-    private static MethodHandle downcall(String name, FunctionDescriptor descriptor) {
-        return LINKER.downcallHandle(LINKER.defaultLookup().findOrThrow(name), descriptor,
-                Linker.Option.captureCallState("errno"));
     }
 }

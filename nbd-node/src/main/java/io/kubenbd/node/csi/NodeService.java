@@ -48,14 +48,24 @@ final class NodeService extends NodeGrpc.NodeImplBase {
     private final String nodeId;
     private final NodeState state;
     private final String fuseLibrary;
+    private final boolean kernelPath;
     private final Map<String, StagedVolume> staged = new ConcurrentHashMap<>();
-    private final Map<String, UserspaceAttachment> attachments = new ConcurrentHashMap<>();
+    private final Map<String, Attachment> attachments = new ConcurrentHashMap<>();
     private final Map<String, ReentrantLock> locks = new ConcurrentHashMap<>();
 
-    NodeService(String nodeId, NodeState state, String fuseLibrary) {
+    /** How volumes are attached; {@link #AUTO} takes the kernel's nbd driver when this node has it. */
+    enum AttachMode { AUTO, KERNEL, FUSE }
+
+    NodeService(String nodeId, NodeState state, String fuseLibrary, AttachMode mode) {
         this.nodeId = nodeId;
         this.state = state;
         this.fuseLibrary = fuseLibrary;
+        this.kernelPath = switch (mode) {
+            case KERNEL -> true;
+            case FUSE -> false;
+            case AUTO -> KernelAttachment.available();
+        };
+        log.info("node {} attaches volumes {}", nodeId, kernelPath ? "through the kernel's nbd driver" : "through FUSE and loop devices");
     }
 
     /** One call's work; {@link StatusException}s carry the code the spec names for the problem. */
@@ -120,6 +130,7 @@ final class NodeService extends NodeGrpc.NodeImplBase {
                     SystemCommand.run("umount", "-l", volume.stagingPath().toString());
                 }
                 UserspaceAttachment.releaseStale(volume.device(), volume.fuseDir());
+                KernelAttachment.releaseStale(volume.device());
                 StagedVolume reattached = attach(volume);
                 for (var target : volume.targets().entrySet()) {
                     publishAt(reattached, Path.of(target.getKey()), target.getValue());
@@ -136,10 +147,11 @@ final class NodeService extends NodeGrpc.NodeImplBase {
 
     /** Connects, attaches and (for a filesystem) mounts at the staging path; used by stage and by recovery. */
     private StagedVolume attach(StagedVolume volume) throws IOException {
-        ExportConnections connections = ExportConnections.open(volume.volumeId(), volume.context(),
-                state.pskFile(volume.volumeId()));
-        UserspaceAttachment attachment = UserspaceAttachment.attach(volume.volumeId(), connections,
-                state.fuseDir(volume.volumeId()), volume.readOnly(), fuseLibrary);
+        Path pskFile = state.pskFile(volume.volumeId());
+        Attachment attachment = kernelPath
+                ? KernelAttachment.attach(volume.volumeId(), volume.context(), pskFile, volume.readOnly())
+                : UserspaceAttachment.attach(volume.volumeId(), ExportConnections.open(volume.volumeId(), volume.context(), pskFile),
+                        state.fuseDir(volume.volumeId()), volume.readOnly(), fuseLibrary);
         try {
             if (!volume.block()) {
                 String existing = Mounter.filesystemOf(attachment.device());
@@ -230,7 +242,7 @@ final class NodeService extends NodeGrpc.NodeImplBase {
             if (!volume.block() && Mounter.isMountPoint(volume.stagingPath())) {
                 Mounter.unmount(volume.stagingPath());
             }
-            UserspaceAttachment attachment = attachments.remove(id);
+            Attachment attachment = attachments.remove(id);
             if (attachment != null) {
                 attachment.close();
             }
@@ -333,7 +345,7 @@ final class NodeService extends NodeGrpc.NodeImplBase {
             if (volume == null || !Files.exists(path)) {
                 throw Status.NOT_FOUND.withDescription("volume " + id + " is not at " + path + " on node " + nodeId).asException();
             }
-            UserspaceAttachment attachment = attachments.get(id);
+            Attachment attachment = attachments.get(id);
             var response = NodeGetVolumeStatsResponse.newBuilder();
             if (volume.block()) {
                 long size = attachment == null ? 0 : attachment.size();
@@ -355,12 +367,12 @@ final class NodeService extends NodeGrpc.NodeImplBase {
         });
     }
 
-    private static VolumeCondition condition(StagedVolume volume, UserspaceAttachment attachment) {
+    private static VolumeCondition condition(StagedVolume volume, Attachment attachment) {
         if (attachment == null) {
             return VolumeCondition.newBuilder().setAbnormal(true)
                     .setMessage("not attached: re-attaching after the plugin restarted failed; unstage and stage again").build();
         }
-        String failure = attachment.connections().lastFailure();
+        String failure = attachment.failure();
         return failure == null
                 ? VolumeCondition.newBuilder().setAbnormal(false).setMessage("attached as " + volume.device()
                 + " from " + volume.context()).build()
@@ -374,7 +386,7 @@ final class NodeService extends NodeGrpc.NodeImplBase {
             require(!id.isEmpty(), "volume_id is required");
             require(!request.getVolumePath().isEmpty(), "volume_path is required");
             StagedVolume volume = staged.get(id);
-            UserspaceAttachment attachment = attachments.get(id);
+            Attachment attachment = attachments.get(id);
             if (volume == null || attachment == null) {
                 throw Status.NOT_FOUND.withDescription("volume " + id + " is not staged on node " + nodeId).asException();
             }

@@ -18,7 +18,7 @@ import java.util.concurrent.TimeoutException;
  * detached, then FUSE is closed, since closing FUSE under an attached loop device turns all of
  * its I/O into EIO.
  */
-final class UserspaceAttachment implements AutoCloseable {
+final class UserspaceAttachment implements Attachment {
     private static final Logger log = LoggerFactory.getLogger(UserspaceAttachment.class);
 
     private final String volumeId;
@@ -86,20 +86,24 @@ final class UserspaceAttachment implements AutoCloseable {
         }
     }
 
-    Path device() {
+    @Override
+    public Path device() {
         return device;
     }
 
-    long size() {
+    @Override
+    public long size() {
         return fileSystem.size();
     }
 
-    ExportConnections connections() {
-        return connections;
+    @Override
+    public String failure() {
+        return connections.lastFailure();
     }
 
     /** Picks up a larger export: the server's new size, then the loop device's capacity. */
-    long expand() throws IOException {
+    @Override
+    public long expand() throws IOException {
         long size = connections.refreshSize();
         fileSystem.resize(size);
         SystemCommand.check("losetup", "--set-capacity", device.toString());

@@ -102,6 +102,9 @@ class CsiNodeIT {
             Path staging = dir.resolve("staging");
             Path target = dir.resolve("pod/volume");
             var node = plugin.node();
+            if (!Files.exists(Path.of("/sys/module/nbd"))) {
+                assertThat(plugin.log()).contains("attaches volumes through FUSE and loop devices");
+            }
             node.nodeStageVolume(stage(setup, server, staging, mount("ext4")));
             node.nodeStageVolume(stage(setup, server, staging, mount("ext4"))); // idempotent
             assertThatThrownBy(() -> node.nodeStageVolume(stage(setup, server, dir.resolve("elsewhere"), mount("ext4"))))
@@ -145,6 +148,26 @@ class CsiNodeIT {
                 node.nodeUnstageVolume(NodeUnstageVolumeRequest.newBuilder().setVolumeId("ns/vol").setStagingTargetPath(staging.toString()).build());
                 assertThat(fileInImage(setup.image(), "/after-restart.txt")).isEqualTo("still here\n");
                 assertThat(plugin.log()).contains("reconnected");
+            }
+        }
+    }
+
+    @Test
+    void theKernelPathNamesWhatIsMissingOnANodeWithoutTheNbdDriver() throws Exception {
+        try (Setup setup = setup("csi-kernel"); ServerProcess server = serve(setup);
+             CsiPluginProcess plugin = CsiPluginProcess.start(setup.dir().path(), setup.dir().resolve("state"), "--attach", "kernel")) {
+            boolean nbdDriver = Files.exists(Path.of("/sys/module/nbd"));
+            var request = stage(setup, server, setup.dir().resolve("staging"), block());
+            if (nbdDriver) {
+                plugin.node().nodeStageVolume(request);
+                assertThat(plugin.log()).contains("through the kernel on");
+            } else {
+                assertThatThrownBy(() -> plugin.node().nodeStageVolume(request))
+                        .isInstanceOfSatisfying(StatusRuntimeException.class, e -> {
+                            assertThat(e.getStatus().getCode()).isEqualTo(Status.Code.UNAVAILABLE);
+                            assertThat(e.getStatus().getDescription())
+                                    .contains("generic netlink family 'nbd' not found (is the nbd kernel module loaded?)");
+                        });
             }
         }
     }

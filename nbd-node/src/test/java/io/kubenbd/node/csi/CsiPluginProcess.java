@@ -13,6 +13,8 @@ import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Instant;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.concurrent.TimeUnit;
 
 /**
@@ -35,13 +37,14 @@ final class CsiPluginProcess implements AutoCloseable {
                 .eventLoopGroup(group).channelType(EpollDomainSocketChannel.class).usePlaintext().build();
     }
 
-    static CsiPluginProcess start(Path directory, Path stateDir) throws IOException, InterruptedException {
+    static CsiPluginProcess start(Path directory, Path stateDir, String... options) throws IOException, InterruptedException {
         Path socket = directory.resolve("csi.sock");
         Path log = directory.resolve("plugin-" + System.nanoTime() + ".log");
         Files.deleteIfExists(socket);
-        Process process = new ProcessBuilder(NbdNodeJar.java(), "-jar", NbdNodeJar.jar(), "csi",
-                "--endpoint", "unix://" + socket, "--node-id", "test-node", "--state-dir", stateDir.toString())
-                .redirectErrorStream(true).redirectOutput(log.toFile()).start();
+        List<String> command = new ArrayList<>(List.of(NbdNodeJar.java(), "-jar", NbdNodeJar.jar(), "csi",
+                "--endpoint", "unix://" + socket, "--node-id", "test-node", "--state-dir", stateDir.toString()));
+        command.addAll(List.of(options));
+        Process process = new ProcessBuilder(command).redirectErrorStream(true).redirectOutput(log.toFile()).start();
         Instant deadline = Instant.now().plusSeconds(60);
         while (!Files.exists(socket) && process.isAlive() && Instant.now().isBefore(deadline)) {
             Thread.sleep(100);
