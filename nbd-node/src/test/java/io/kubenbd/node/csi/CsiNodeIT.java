@@ -59,11 +59,15 @@ class CsiNodeIT {
     }
 
     private static Setup setup(String name) throws Exception {
-        PeerCommand.requireInstalled("psktool", "losetup", "mkfs.ext4", "blkid", "debugfs");
+        return setup(name, SIZE);
+    }
+
+    private static Setup setup(String name, long size) throws Exception {
+        PeerCommand.requireInstalled("psktool", "losetup", "mkfs.ext4", "mkfs.xfs", "blkid", "debugfs");
         ScratchDir dir = ScratchDir.create(name);
         Path image = dir.resolve("volume.img");
         try (RandomAccessFile file = new RandomAccessFile(image.toFile(), "rw")) {
-            file.setLength(SIZE);
+            file.setLength(size);
         }
         PeerCommand.run(Duration.ofSeconds(10), "psktool", "-u", "kube-nbd", "-p", dir.resolve("keys.psk").toString()).assertSuccess();
         return new Setup(dir, image, Files.readString(dir.resolve("keys.psk")));
@@ -113,6 +117,13 @@ class CsiNodeIT {
             node.nodePublishVolume(publish(staging, target, mount("ext4")));
             node.nodePublishVolume(publish(staging, target, mount("ext4")));
             Files.writeString(target.resolve("hello.txt"), "written through kube-nbd\n");
+            Path readOnlyTarget = dir.resolve("reader/volume");
+            node.nodePublishVolume(publish(staging, readOnlyTarget, mount("ext4")).toBuilder().setReadonly(true).build());
+            assertThat(readOnlyTarget.resolve("hello.txt")).hasContent("written through kube-nbd");
+            assertThatThrownBy(() -> Files.writeString(readOnlyTarget.resolve("other.txt"), "x"))
+                    .hasMessageContaining("Read-only file system");
+            node.nodeUnpublishVolume(NodeUnpublishVolumeRequest.newBuilder().setVolumeId("ns/vol")
+                    .setTargetPath(readOnlyTarget.toString()).build());
             var stats = node.nodeGetVolumeStats(NodeGetVolumeStatsRequest.newBuilder().setVolumeId("ns/vol")
                     .setVolumePath(target.toString()).build());
             assertThat(stats.getUsageList()).anySatisfy(u -> {
@@ -169,6 +180,28 @@ class CsiNodeIT {
                                     .contains("generic netlink family 'nbd' not found (is the nbd kernel module loaded?)");
                         });
             }
+        }
+    }
+
+    @Test
+    void xfsIsMadeOnABlankVolumeAndFoundAgain() throws Exception {
+        try (Setup setup = setup("csi-xfs", 320L << 20); ServerProcess server = serve(setup);
+             CsiPluginProcess plugin = CsiPluginProcess.start(setup.dir().path(), setup.dir().resolve("state"))) {
+            Path staging = setup.dir().resolve("staging");
+            Path target = setup.dir().resolve("pod/volume");
+            var node = plugin.node();
+            node.nodeStageVolume(stage(setup, server, staging, mount("xfs")));
+            node.nodePublishVolume(publish(staging, target, mount("xfs")));
+            Files.writeString(target.resolve("x.txt"), "on xfs\n");
+            node.nodeUnpublishVolume(NodeUnpublishVolumeRequest.newBuilder().setVolumeId("ns/vol").setTargetPath(target.toString()).build());
+            node.nodeUnstageVolume(NodeUnstageVolumeRequest.newBuilder().setVolumeId("ns/vol").setStagingTargetPath(staging.toString()).build());
+            assertThat(PeerCommand.run(Duration.ofSeconds(10), "blkid", "-o", "value", "-s", "TYPE", setup.image().toString())
+                    .stdout().strip()).isEqualTo("xfs");
+            node.nodeStageVolume(stage(setup, server, staging, mount("xfs")));
+            node.nodePublishVolume(publish(staging, target, mount("xfs")));
+            assertThat(target.resolve("x.txt")).hasContent("on xfs");
+            node.nodeUnpublishVolume(NodeUnpublishVolumeRequest.newBuilder().setVolumeId("ns/vol").setTargetPath(target.toString()).build());
+            node.nodeUnstageVolume(NodeUnstageVolumeRequest.newBuilder().setVolumeId("ns/vol").setStagingTargetPath(staging.toString()).build());
         }
     }
 
