@@ -92,6 +92,14 @@ class CsiNodeIT {
                 .setTargetPath(target.toString()).setVolumeCapability(capability).build();
     }
 
+    private static NodeUnpublishVolumeRequest unpublish(Path target) {
+        return NodeUnpublishVolumeRequest.newBuilder().setVolumeId("ns/vol").setTargetPath(target.toString()).build();
+    }
+
+    private static NodeUnstageVolumeRequest unstage(Path staging) {
+        return NodeUnstageVolumeRequest.newBuilder().setVolumeId("ns/vol").setStagingTargetPath(staging.toString()).build();
+    }
+
     /** A file read out of the ext4 image with debugfs, without mounting it. */
     private static String fileInImage(Path image, String path) throws Exception {
         var result = PeerCommand.run(Duration.ofSeconds(30), "debugfs", "-R", "cat " + path, image.toString());
@@ -122,8 +130,7 @@ class CsiNodeIT {
             assertThat(readOnlyTarget.resolve("hello.txt")).hasContent("written through kube-nbd");
             assertThatThrownBy(() -> Files.writeString(readOnlyTarget.resolve("other.txt"), "x"))
                     .hasMessageContaining("Read-only file system");
-            node.nodeUnpublishVolume(NodeUnpublishVolumeRequest.newBuilder().setVolumeId("ns/vol")
-                    .setTargetPath(readOnlyTarget.toString()).build());
+            node.nodeUnpublishVolume(unpublish(readOnlyTarget));
             var stats = node.nodeGetVolumeStats(NodeGetVolumeStatsRequest.newBuilder().setVolumeId("ns/vol")
                     .setVolumePath(target.toString()).build());
             assertThat(stats.getUsageList()).anySatisfy(u -> {
@@ -139,9 +146,9 @@ class CsiNodeIT {
                     .containsExactlyInAnyOrder(java.nio.file.attribute.PosixFilePermission.OWNER_READ,
                             java.nio.file.attribute.PosixFilePermission.OWNER_WRITE);
 
-            node.nodeUnpublishVolume(NodeUnpublishVolumeRequest.newBuilder().setVolumeId("ns/vol").setTargetPath(target.toString()).build());
-            node.nodeUnstageVolume(NodeUnstageVolumeRequest.newBuilder().setVolumeId("ns/vol").setStagingTargetPath(staging.toString()).build());
-            node.nodeUnstageVolume(NodeUnstageVolumeRequest.newBuilder().setVolumeId("ns/vol").setStagingTargetPath(staging.toString()).build());
+            node.nodeUnpublishVolume(unpublish(target));
+            node.nodeUnstageVolume(unstage(staging));
+            node.nodeUnstageVolume(unstage(staging));
             assertThat(fileInImage(setup.image(), "/hello.txt")).isEqualTo("written through kube-nbd\n");
             assertThat(plugin.log()).doesNotContain(setup.psk().strip().split(":")[1]);
 
@@ -155,8 +162,8 @@ class CsiNodeIT {
             try (ServerProcess restarted = server.restart()) {
                 Files.writeString(target.resolve("after-restart.txt"), "still here\n");
                 PeerCommand.run(Duration.ofSeconds(60), "sync", "-f", target.resolve("after-restart.txt").toString()).assertSuccess();
-                node.nodeUnpublishVolume(NodeUnpublishVolumeRequest.newBuilder().setVolumeId("ns/vol").setTargetPath(target.toString()).build());
-                node.nodeUnstageVolume(NodeUnstageVolumeRequest.newBuilder().setVolumeId("ns/vol").setStagingTargetPath(staging.toString()).build());
+                node.nodeUnpublishVolume(unpublish(target));
+                node.nodeUnstageVolume(unstage(staging));
                 assertThat(fileInImage(setup.image(), "/after-restart.txt")).isEqualTo("still here\n");
                 assertThat(plugin.log()).contains("reconnected");
             }
@@ -193,15 +200,15 @@ class CsiNodeIT {
             node.nodeStageVolume(stage(setup, server, staging, mount("xfs")));
             node.nodePublishVolume(publish(staging, target, mount("xfs")));
             Files.writeString(target.resolve("x.txt"), "on xfs\n");
-            node.nodeUnpublishVolume(NodeUnpublishVolumeRequest.newBuilder().setVolumeId("ns/vol").setTargetPath(target.toString()).build());
-            node.nodeUnstageVolume(NodeUnstageVolumeRequest.newBuilder().setVolumeId("ns/vol").setStagingTargetPath(staging.toString()).build());
+            node.nodeUnpublishVolume(unpublish(target));
+            node.nodeUnstageVolume(unstage(staging));
             assertThat(PeerCommand.run(Duration.ofSeconds(10), "blkid", "-o", "value", "-s", "TYPE", setup.image().toString())
                     .stdout().strip()).isEqualTo("xfs");
             node.nodeStageVolume(stage(setup, server, staging, mount("xfs")));
             node.nodePublishVolume(publish(staging, target, mount("xfs")));
             assertThat(target.resolve("x.txt")).hasContent("on xfs");
-            node.nodeUnpublishVolume(NodeUnpublishVolumeRequest.newBuilder().setVolumeId("ns/vol").setTargetPath(target.toString()).build());
-            node.nodeUnstageVolume(NodeUnstageVolumeRequest.newBuilder().setVolumeId("ns/vol").setStagingTargetPath(staging.toString()).build());
+            node.nodeUnpublishVolume(unpublish(target));
+            node.nodeUnstageVolume(unstage(staging));
         }
     }
 
@@ -233,8 +240,8 @@ class CsiNodeIT {
             assertThat(expanded.getCapacityBytes()).isEqualTo(SIZE * 2);
             assertThat(PeerCommand.run(Duration.ofSeconds(10), "blockdev", "--getsize64", target.toString()).stdout().strip())
                     .isEqualTo(Long.toString(SIZE * 2));
-            node.nodeUnpublishVolume(NodeUnpublishVolumeRequest.newBuilder().setVolumeId("ns/vol").setTargetPath(target.toString()).build());
-            node.nodeUnstageVolume(NodeUnstageVolumeRequest.newBuilder().setVolumeId("ns/vol").setStagingTargetPath(staging.toString()).build());
+            node.nodeUnpublishVolume(unpublish(target));
+            node.nodeUnstageVolume(unstage(staging));
             byte[] onServer = new byte[pattern.length];
             try (RandomAccessFile file = new RandomAccessFile(setup.image().toFile(), "r")) {
                 file.seek(3L << 20);
@@ -266,10 +273,8 @@ class CsiNodeIT {
                 // Calls for the recovered volume are idempotent, and nothing is attached twice.
                 plugin.node().nodeStageVolume(stage(setup, server, staging, mount("ext4")));
                 plugin.node().nodePublishVolume(publish(staging, target, mount("ext4")));
-                plugin.node().nodeUnpublishVolume(NodeUnpublishVolumeRequest.newBuilder().setVolumeId("ns/vol")
-                        .setTargetPath(target.toString()).build());
-                plugin.node().nodeUnstageVolume(NodeUnstageVolumeRequest.newBuilder().setVolumeId("ns/vol")
-                        .setStagingTargetPath(staging.toString()).build());
+                plugin.node().nodeUnpublishVolume(unpublish(target));
+                plugin.node().nodeUnstageVolume(unstage(staging));
                 assertThat(fileInImage(setup.image(), "/after.txt")).isEqualTo("after the restart\n");
             }
             var loops = PeerCommand.run(Duration.ofSeconds(10), "losetup", "-a");
