@@ -162,7 +162,9 @@ public final class KubeTestCluster implements AutoCloseable {
                 "--authorization-mode=RBAC",
                 "--service-cluster-ip-range=10.96.0.0/16", // room for thousands of Services (the scale benchmark)
                 // No kubelet will ever serve the kubernetes Service; do not publish endpoints for it.
-                "--endpoint-reconciler-type=none")));
+                "--endpoint-reconciler-type=none",
+                // As in real clusters (kubeadm sets it): CSI node plugins run privileged.
+                "--allow-privileged=true")));
         Path servingCert = workDir.resolve("certs").resolve("apiserver.crt");
         awaitReady("kube-apiserver /readyz", processes, () -> readyz(serverUrl, token, servingCert));
 

@@ -1,0 +1,120 @@
+package io.kubenbd.operator.chart;
+
+import io.fabric8.kubernetes.api.model.HasMetadata;
+import io.fabric8.kubernetes.api.model.NamespaceBuilder;
+import io.fabric8.kubernetes.api.model.apps.DaemonSet;
+import io.fabric8.kubernetes.api.model.apps.Deployment;
+import io.fabric8.kubernetes.client.KubernetesClient;
+import io.kubenbd.operator.reconciler.ServerPodTemplate;
+import io.kubenbd.operator.testing.HelmChart;
+import io.kubenbd.operator.testing.KubeTestCluster;
+import io.kubenbd.operator.testing.KubeTestClusterExtension;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.ExtendWith;
+
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.LinkedHashSet;
+import java.util.List;
+import java.util.Set;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+/**
+ * The chart as a user meets it: {@code helm lint} clean, bad values refused by
+ * values.schema.json, the default and the all-options renders accepted by a real API server
+ * (server-side dry run, as {@code kubectl apply --dry-run=server}), the CRD the one in
+ * {@code crds/}, and the images and entry points the ones the Dockerfile builds.
+ */
+@ExtendWith(KubeTestClusterExtension.class)
+class ChartIT {
+    private static final Path ALL_OPTIONS = HelmChart.CHART.resolve("ci/all-options-values.yaml");
+    private static final Path DOCKERFILE = Path.of("..", "Dockerfile");
+
+    @Test
+    void lintIsClean() throws Exception {
+        var lint = HelmChart.helm("lint", "--strict", HelmChart.CHART.toString());
+        assertThat(lint.exitCode()).as(lint.output()).isZero();
+        assertThat(lint.output()).contains("1 chart(s) linted, 0 chart(s) failed").doesNotContain("[WARNING]");
+        var withOptions = HelmChart.helm("lint", "--strict", HelmChart.CHART.toString(), "-f", ALL_OPTIONS.toString());
+        assertThat(withOptions.exitCode()).as(withOptions.output()).isZero();
+    }
+
+    @Test
+    void badValuesFailAtInstallTime() throws Exception {
+        for (String bad : List.of("operator.replicas=0", "image.pullPolicy=Sometimes", "unknownKey=1")) {
+            var result = HelmChart.helm("template", HelmChart.RELEASE, HelmChart.CHART.toString(), "--set", bad);
+            assertThat(result.exitCode()).as(bad).isNotZero();
+            assertThat(result.stderr()).as(bad).contains("values don't meet the specifications of the schema");
+        }
+    }
+
+    @Test
+    void defaultAndAllOptionsRendersAreAcceptedByTheApiServer(KubeTestCluster cluster) throws Exception {
+        KubernetesClient client = cluster.client();
+        for (List<String> values : List.of(List.<String>of(), List.of("-f", ALL_OPTIONS.toString()))) {
+            List<HasMetadata> objects = HelmChart.objects(client, HelmChart.render(values.toArray(String[]::new)));
+            assertThat(objects).isNotEmpty();
+            Set<String> namespaces = new LinkedHashSet<>(List.of(HelmChart.NAMESPACE));
+            objects.stream().map(o -> o.getMetadata().getNamespace()).filter(ns -> ns != null).forEach(namespaces::add);
+            for (String ns : namespaces) {
+                if (client.namespaces().withName(ns).get() == null) {
+                    client.namespaces().resource(new NamespaceBuilder().withNewMetadata().withName(ns).endMetadata().build()).create();
+                }
+            }
+            for (HasMetadata object : objects) {
+                var resource = object.getMetadata().getNamespace() == null && isNamespaced(client, object)
+                        ? client.resource(object).inNamespace(HelmChart.NAMESPACE) : client.resource(object);
+                HasMetadata accepted = resource.dryRun().serverSideApply();
+                assertThat(accepted.getMetadata().getName()).as(object.getKind()).isEqualTo(object.getMetadata().getName());
+            }
+            assertThat(objects).extracting(HasMetadata::getKind)
+                    .contains("Deployment", "DaemonSet", "CSIDriver", "ServiceAccount", "ClusterRole", "ClusterRoleBinding");
+        }
+    }
+
+    private static boolean isNamespaced(KubernetesClient client, HasMetadata object) {
+        return !List.of("ClusterRole", "ClusterRoleBinding", "CSIDriver", "StorageClass", "Namespace",
+                "CustomResourceDefinition", "PersistentVolume", "PriorityClass").contains(object.getKind());
+    }
+
+    @Test
+    void theChartInstallsTheCommittedCrd() throws Exception {
+        Path committed = Path.of("..", "crds", "nbdexports.kubenbd.io-v1.yml");
+        assertThat(HelmChart.CHART.resolve("crds/nbdexports.kubenbd.io-v1.yml")).hasSameBinaryContentAs(committed);
+    }
+
+    @Test
+    void imagesAndEntryPointsAreTheOnesTheDockerfileBuilds(KubeTestCluster cluster) throws Exception {
+        String dockerfile = Files.readString(DOCKERFILE);
+        List<HasMetadata> objects = HelmChart.objects(cluster.client(), HelmChart.render());
+        Deployment operator = objects.stream().filter(Deployment.class::isInstance).map(Deployment.class::cast)
+                .findFirst().orElseThrow();
+        DaemonSet node = objects.stream().filter(DaemonSet.class::isInstance).map(DaemonSet.class::cast)
+                .findFirst().orElseThrow();
+        var operatorContainer = operator.getSpec().getTemplate().getSpec().getContainers().getFirst();
+        var pluginContainer = node.getSpec().getTemplate().getSpec().getContainers().stream()
+                .filter(c -> c.getCommand() != null && c.getCommand().contains(ServerPodTemplate.COMMAND)).findFirst().orElseThrow();
+        // One image holds both programs; the chart runs both launchers from it, and hands it to the server pods.
+        assertThat(pluginContainer.getImage()).isEqualTo(operatorContainer.getImage());
+        assertThat(operatorContainer.getEnv()).anySatisfy(env -> {
+            assertThat(env.getName()).isEqualTo("KUBE_NBD_SERVER_IMAGE");
+            assertThat(env.getValue()).isEqualTo(operatorContainer.getImage());
+        });
+        assertThat(pluginContainer.getArgs()).startsWith("csi");
+        String operatorCommand = operatorContainer.getCommand().getFirst();
+        for (String launcher : List.of(ServerPodTemplate.COMMAND, operatorCommand)) {
+            // Each launcher the chart and the operator run is a script the Dockerfile copies to /opt/kube-nbd/bin/,
+            // and it starts a jar the Dockerfile copies from the Maven build.
+            Path script = Path.of("..", "docker", Path.of(launcher).getFileName().toString());
+            assertThat(launcher).startsWith("/opt/kube-nbd/bin/");
+            assertThat(dockerfile).containsPattern("COPY docker/.*" + script.getFileName() + ".* /opt/kube-nbd/bin/");
+            String jar = Files.readString(script).replaceAll("(?s).*-jar /opt/kube-nbd/lib/(\\S+).*", "$1");
+            assertThat(dockerfile).containsPattern("COPY --from=build .*/target/" + jar + ".* /opt/kube-nbd/lib/");
+        }
+        // The image is built by the same Maven command as the README and CI.
+        assertThat(dockerfile).contains("mvn -B -ntp -DskipTests package");
+        assertThat(Files.readString(Path.of("..", "scripts", "dev-cluster.sh"))).contains("mvn -B -q -ntp -DskipTests package");
+        assertThat(operator.getSpec().getTemplate().getSpec().getSecurityContext().getRunAsNonRoot()).isTrue();
+    }
+}

@@ -1,0 +1,55 @@
+package io.kubenbd.operator.testing;
+
+import io.fabric8.kubernetes.api.model.HasMetadata;
+import io.fabric8.kubernetes.client.KubernetesClient;
+
+import java.io.ByteArrayInputStream;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+
+/**
+ * The chart in {@code charts/kube-nbd} and the helm binary built from the Go module proxy by
+ * {@code scripts/k8s-test-binaries.sh}: rendering and linting the way a user's
+ * {@code helm install} would.
+ */
+public final class HelmChart {
+    public static final Path CHART = Path.of("..", "charts", "kube-nbd").toAbsolutePath().normalize();
+    public static final String RELEASE = "kube-nbd";
+    public static final String NAMESPACE = "kube-nbd-system";
+    /** The test cluster's version: helm template checks the chart's kubeVersion against it. */
+    private static final String KUBE_VERSION = System.getenv().getOrDefault("KUBE_NBD_KUBE_VERSION", "v1.34.4");
+    private static final Path HELM = Path.of(System.getProperty("user.home"), ".cache", "kube-nbd", "bin",
+            "helm-" + System.getenv().getOrDefault("KUBE_NBD_HELM_VERSION", "v3.22.0"), "helm");
+
+    private HelmChart() {}
+
+    public static PeerCommand.Result helm(String... args) throws Exception {
+        if (!Files.isExecutable(HELM)) {
+            throw new AssertionError(HELM + " is missing: run scripts/k8s-test-binaries.sh helm");
+        }
+        List<String> argv = new ArrayList<>(List.of(HELM.toString()));
+        argv.addAll(List.of(args));
+        return PeerCommand.run(Duration.ofMinutes(2), argv.toArray(String[]::new));
+    }
+
+    /** {@code helm template} of the release into {@link #NAMESPACE} with extra arguments; fails on a helm error. */
+    public static String render(String... extra) throws Exception {
+        List<String> args = new ArrayList<>(List.of("template", RELEASE, CHART.toString(), "--namespace", NAMESPACE,
+                "--kube-version", KUBE_VERSION));
+        args.addAll(List.of(extra));
+        PeerCommand.Result result = helm(args.toArray(String[]::new));
+        if (result.exitCode() != 0) {
+            throw new AssertionError("helm template " + String.join(" ", extra) + " failed:\n" + result.output());
+        }
+        return result.stdout();
+    }
+
+    /** The rendered objects, parsed by the client's serializer. */
+    public static List<HasMetadata> objects(KubernetesClient client, String rendered) {
+        return client.load(new ByteArrayInputStream(rendered.getBytes(StandardCharsets.UTF_8))).items();
+    }
+}
