@@ -73,8 +73,13 @@ final class NodeService extends NodeGrpc.NodeImplBase {
         T run() throws StatusException, IOException;
     }
 
+    /** Runs a call that changes the volume: one at a time per volume. */
     private <T> void serve(String method, String volumeId, StreamObserver<T> observer, Work<T> work) {
-        ReentrantLock lock = volumeId.isEmpty() ? null : locks.computeIfAbsent(volumeId, id -> new ReentrantLock());
+        serve(method, volumeId, true, observer, work);
+    }
+
+    private <T> void serve(String method, String volumeId, boolean exclusive, StreamObserver<T> observer, Work<T> work) {
+        ReentrantLock lock = volumeId.isEmpty() || !exclusive ? null : locks.computeIfAbsent(volumeId, id -> new ReentrantLock());
         if (lock != null && !lock.tryLock()) {
             observer.onError(Status.ABORTED.withDescription("an operation on volume " + volumeId + " is in progress")
                     .asException());
@@ -337,7 +342,7 @@ final class NodeService extends NodeGrpc.NodeImplBase {
     @Override
     public void nodeGetVolumeStats(NodeGetVolumeStatsRequest request, StreamObserver<NodeGetVolumeStatsResponse> observer) {
         String id = request.getVolumeId();
-        serve("NodeGetVolumeStats", "", observer, () -> {
+        serve("NodeGetVolumeStats", id, false, observer, () -> {
             require(!id.isEmpty(), "volume_id is required");
             require(!request.getVolumePath().isEmpty(), "volume_path is required");
             StagedVolume volume = staged.get(id);
