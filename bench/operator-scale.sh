@@ -12,7 +12,7 @@ bash scripts/k8s-test-binaries.sh kube-apiserver kube-controller-manager etcd >/
 source scripts/java-home.sh
 mvn -B -q -ntp -DskipTests package
 cd operator
-mvn -B -q -ntp -o dependency:build-classpath -Dmdep.includeScope=test -Dmdep.outputFile=target/bench.classpath >/dev/null
+mvn -B -q -ntp dependency:build-classpath -Dmdep.includeScope=test -Dmdep.outputFile=target/bench.classpath >/dev/null
 mkdir -p ../bench/out
 "$JAVA_HOME/bin/java" -cp "target/test-classes:target/classes:$(cat target/bench.classpath)" \
     io.kubenbd.operator.testing.ScaleBenchmark "${1:-1000}" "${2:--XX:+UseSerialGC -Xmx256m}" \

@@ -14,7 +14,7 @@ bash .ci/install-peers.sh
 bash scripts/k8s-test-binaries.sh kube-apiserver kube-controller-manager etcd >/dev/null
 source scripts/java-home.sh
 mvn -B -q -ntp -DskipTests package
-(cd operator && mvn -B -q -ntp -o dependency:build-classpath -Dmdep.includeScope=test \
+(cd operator && mvn -B -q -ntp dependency:build-classpath -Dmdep.includeScope=test \
     -Dmdep.outputFile=target/dev-cluster.classpath >/dev/null)
 cd operator
 exec "$JAVA_HOME/bin/java" --enable-native-access=ALL-UNNAMED \

@@ -25,6 +25,8 @@ public final class KubeNbdOperator implements AutoCloseable {
     private final Operator operator;
     private final HealthEndpoint http;
     private final PrometheusMeterRegistry registry;
+    /** close() runs from the shutdown hook and again when the command's try block ends. */
+    private final java.util.concurrent.atomic.AtomicBoolean closed = new java.util.concurrent.atomic.AtomicBoolean();
 
     private KubeNbdOperator(Operator operator, HealthEndpoint http, PrometheusMeterRegistry registry) {
         this.operator = operator;
@@ -80,6 +82,9 @@ public final class KubeNbdOperator implements AutoCloseable {
 
     @Override
     public void close() {
+        if (!closed.compareAndSet(false, true)) {
+            return;
+        }
         operator.stop();
         if (http != null) {
             http.close();
