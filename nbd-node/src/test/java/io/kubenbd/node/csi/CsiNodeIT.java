@@ -234,22 +234,22 @@ class CsiNodeIT {
             try (RandomAccessFile file = new RandomAccessFile(setup.image().toFile(), "rw")) {
                 file.setLength(SIZE * 2);
             }
-            var restarted = server.restart();
-            var expanded = node.nodeExpandVolume(NodeExpandVolumeRequest.newBuilder().setVolumeId("ns/vol")
-                    .setVolumePath(target.toString()).setStagingTargetPath(staging.toString()).build());
-            assertThat(expanded.getCapacityBytes()).isEqualTo(SIZE * 2);
-            assertThat(PeerCommand.run(Duration.ofSeconds(10), "blockdev", "--getsize64", target.toString()).stdout().strip())
-                    .isEqualTo(Long.toString(SIZE * 2));
-            node.nodeUnpublishVolume(unpublish(target));
-            node.nodeUnstageVolume(unstage(staging));
-            byte[] onServer = new byte[pattern.length];
-            try (RandomAccessFile file = new RandomAccessFile(setup.image().toFile(), "r")) {
-                file.seek(3L << 20);
-                file.readFully(onServer);
+            try (ServerProcess restarted = server.restart()) {
+                var expanded = node.nodeExpandVolume(NodeExpandVolumeRequest.newBuilder().setVolumeId("ns/vol")
+                        .setVolumePath(target.toString()).setStagingTargetPath(staging.toString()).build());
+                assertThat(expanded.getCapacityBytes()).isEqualTo(SIZE * 2);
+                assertThat(PeerCommand.run(Duration.ofSeconds(10), "blockdev", "--getsize64", target.toString()).stdout().strip())
+                        .isEqualTo(Long.toString(SIZE * 2));
+                node.nodeUnpublishVolume(unpublish(target));
+                node.nodeUnstageVolume(unstage(staging));
+                byte[] onServer = new byte[pattern.length];
+                try (RandomAccessFile file = new RandomAccessFile(setup.image().toFile(), "r")) {
+                    file.seek(3L << 20);
+                    file.readFully(onServer);
+                }
+                assertThat(onServer).isEqualTo(pattern);
+                assertThat(target).doesNotExist();
             }
-            assertThat(onServer).isEqualTo(pattern);
-            assertThat(target).doesNotExist();
-            restarted.close();
         }
     }
 
