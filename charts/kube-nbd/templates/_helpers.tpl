@@ -1,4 +1,9 @@
-{{/* The release's base name: the release name, shortened to fit DNS labels. */}}
+{{/* The chart's name: app.kubernetes.io/name of every object. */}}
+{{- define "kube-nbd.name" -}}
+{{- .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The release's base name: the release name, shortened so that "<fullname>-csi-node-xxxxx" fits a DNS label. */}}
 {{- define "kube-nbd.fullname" -}}
 {{- if contains .Chart.Name .Release.Name -}}
 {{- .Release.Name | trunc 50 | trimSuffix "-" -}}
@@ -9,16 +14,16 @@
 
 {{/* Labels on every object of the release. */}}
 {{- define "kube-nbd.labels" -}}
-app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/name: {{ include "kube-nbd.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
-helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end -}}
 
-{{/* Selector labels of one component (operator, csi-node). */}}
+{{/* Selector labels of one component (operator, csi-node): called with (dict "root" $ "component" NAME). */}}
 {{- define "kube-nbd.selector" -}}
-app.kubernetes.io/name: {{ .root.Chart.Name }}
+app.kubernetes.io/name: {{ include "kube-nbd.name" .root }}
 app.kubernetes.io/instance: {{ .root.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
 {{- end -}}
@@ -28,6 +33,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
 
+{{/* The operator's ServiceAccount, which the RBAC binds. */}}
 {{- define "kube-nbd.operatorServiceAccount" -}}
 {{- printf "%s-operator" (include "kube-nbd.fullname" .) -}}
 {{- end -}}
