@@ -73,8 +73,10 @@ public final class ServerPodTemplate {
                 .withEnableServiceLinks(false)
                 .withAutomountServiceAccountToken(false)
                 .withSecurityContext(blockVolume
-                        // A block device node is root's; reading it needs uid 0 (no capabilities).
-                        ? new PodSecurityContextBuilder().withNewSeccompProfile().withType("RuntimeDefault").endSeccompProfile().build()
+                        // A block device node is root's; reading it needs uid 0 (no capabilities). Said
+                        // explicitly: the image's default user is the unprivileged 65532.
+                        ? new PodSecurityContextBuilder().withRunAsUser(0L).withRunAsGroup(0L)
+                                .withNewSeccompProfile().withType("RuntimeDefault").endSeccompProfile().build()
                         : new PodSecurityContextBuilder().withRunAsNonRoot(true).withRunAsUser(NON_ROOT_ID)
                                 .withRunAsGroup(NON_ROOT_ID).withFsGroup(NON_ROOT_ID).withFsGroupChangePolicy("OnRootMismatch")
                                 .withNewSeccompProfile().withType("RuntimeDefault").endSeccompProfile().build())

@@ -48,6 +48,7 @@ class ServerPodTemplateTest {
                 .satisfies(d -> assertThat(d.getDevicePath()).isEqualTo("/dev/kube-nbd/volume"));
         assertThat(pod.getVolumes()).filteredOn(v -> v.getSecret() != null).isEmpty();
         assertThat(pod.getVolumes().getFirst().getPersistentVolumeClaim().getReadOnly()).isTrue();
+        assertThat(pod.getSecurityContext().getRunAsUser()).as("the device node is root's; the image's user is 65532").isZero();
     }
 
     @Test
