@@ -2,17 +2,20 @@ package io.kubenbd.operator.model;
 
 import io.fabric8.generator.annotation.Default;
 import io.fabric8.generator.annotation.Pattern;
+import io.fabric8.generator.annotation.Required;
 
 /**
  * A PersistentVolume for the CSI driver {@code nbd.csi.kubenbd.io} that consumers on other nodes
  * claim (with {@code storageClassName}) to attach the export. It is cluster-scoped, so the
- * operator deletes it itself when the export goes.
+ * operator deletes it itself when the export goes. With {@code claimRef} it is bound in advance
+ * to that one claim, so no other PVC of the class can take it (and with it the export's key).
  */
 public record PersistentVolumeSpec(
         @Default("false") Boolean create,
         @Default("kube-nbd") @Pattern("^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$") String storageClassName,
         @Default("Filesystem") VolumeMode volumeMode,
-        @Default("ext4") FsType fsType) {
+        @Default("ext4") FsType fsType,
+        ClaimRef claimRef) {
 
     public boolean createOrDefault() {
         return Boolean.TRUE.equals(create);
@@ -32,6 +35,12 @@ public record PersistentVolumeSpec(
 
     /** How consumers see the volume. */
     public enum VolumeMode { Filesystem, Block }
+
+    /** The one PersistentVolumeClaim (namespace and name) that may bind the PV. */
+    public record ClaimRef(
+            @Required @Pattern("^[a-z0-9]([-a-z0-9]*[a-z0-9])?$") String namespace,
+            @Required @Pattern("^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$") String name) {
+    }
 
     /** Filesystems the CSI node plugin creates on a blank device. */
     public enum FsType { ext4, xfs }

@@ -63,6 +63,11 @@ public final class ConsumerPersistentVolumeDependent extends KubernetesDependent
                 .withVolumeAttributes(attributes)
                 .endCsi()
                 .endSpec();
+        if (pv.claimRef() != null) {
+            // Bound in advance: only this claim can take the PV (and with it the export's key).
+            builder.editSpec().withNewClaimRef().withNamespace(pv.claimRef().namespace()).withName(pv.claimRef().name())
+                    .endClaimRef().endSpec();
+        }
         if (secret != null) {
             builder.editSpec().editCsi().withNewNodeStageSecretRef(secret, export.getMetadata().getNamespace())
                     .endCsi().endSpec();

@@ -101,7 +101,7 @@ abstract class OperatorScenarios {
         int port = OperatorTestBed.freePort();
         createClaim(client, ns, "disk", "Filesystem");
         NbdExport created = createExport(client, ns, exportYaml("disk", port, """
-                persistentVolume: {create: true}
+                persistentVolume: {create: true, claimRef: {namespace: apps, name: vm-disk}}
                 dirtyBitmaps: [{name: backup}]
                 metaContexts: [base:allocation]
                 maxConnections: 4"""));
@@ -126,6 +126,8 @@ abstract class OperatorScenarios {
                 .containsEntry("connections", "4").containsEntry("tlsMode", "psk");
         assertThat(pv.getSpec().getCsi().getNodeStageSecretRef().getName()).isEqualTo("disk-psk");
         assertThat(pv.getSpec().getCapacity().get("storage").toString()).isEqualTo("64Mi");
+        assertThat(pv.getSpec().getClaimRef().getNamespace() + "/" + pv.getSpec().getClaimRef().getName())
+                .as("bound in advance to the named consumer claim").isEqualTo("apps/vm-disk");
         NbdExport pending = awaitPhase(client, ns, "disk", "Pending", RECONCILED);
         assertThat(pending.getStatus().condition("Ready").getReason()).isIn("ServerPodPending", "ServerUnscheduled");
         assertThat(pending.getStatus().endpoint().uri()).isEqualTo("nbds://disk." + ns + ".svc:" + port + "/disk");
