@@ -1,13 +1,7 @@
 package io.kubenbd.node.csi;
 
 import io.grpc.BindableService;
-import io.grpc.Server;
 import io.grpc.Status;
-import io.grpc.netty.shaded.io.grpc.netty.NettyServerBuilder;
-import io.grpc.netty.shaded.io.netty.channel.EventLoopGroup;
-import io.grpc.netty.shaded.io.netty.channel.epoll.EpollEventLoopGroup;
-import io.grpc.netty.shaded.io.netty.channel.epoll.EpollServerDomainSocketChannel;
-import io.grpc.netty.shaded.io.netty.channel.unix.DomainSocketAddress;
 import io.grpc.stub.StreamObserver;
 import io.kubenbd.node.csi.v1.ControllerGetCapabilitiesRequest;
 import io.kubenbd.node.csi.v1.ControllerGetCapabilitiesResponse;
@@ -26,6 +20,7 @@ import io.kubenbd.node.csi.v1.ProbeRequest;
 import io.kubenbd.node.csi.v1.ProbeResponse;
 import io.kubenbd.node.csi.v1.PluginCapability;
 import io.kubenbd.node.csi.v1.Volume;
+import io.kubenbd.node.grpc.GrpcEndpoint;
 import io.kubenbd.node.testing.ServerProcess;
 
 import java.io.IOException;
@@ -35,7 +30,6 @@ import java.nio.file.Path;
 import java.time.Duration;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
-import java.util.concurrent.TimeUnit;
 
 /**
  * The controller side csi-sanity needs to get volumes, played by the test (kube-nbd has no
@@ -52,8 +46,7 @@ final class SanityController extends ControllerGrpc.ControllerImplBase implement
     private final Path directory;
     private final Path pskFile;
     private final Map<String, Created> volumes = new ConcurrentHashMap<>();
-    private Server server;
-    private EventLoopGroup group;
+    private GrpcEndpoint endpoint;
 
     SanityController(Path directory, Path pskFile) {
         this.directory = directory;
@@ -62,14 +55,11 @@ final class SanityController extends ControllerGrpc.ControllerImplBase implement
 
     /** Serves this controller, an Identity service, and whatever else is given, on one socket. */
     void serve(Path socket, IdentityGrpc.IdentityImplBase identity, BindableService... more) throws IOException {
-        group = new EpollEventLoopGroup(1);
-        var builder = NettyServerBuilder.forAddress(new DomainSocketAddress(socket.toFile()))
-                .channelType(EpollServerDomainSocketChannel.class).bossEventLoopGroup(group).workerEventLoopGroup(group)
-                .addService(this).addService(identity);
-        for (BindableService service : more) {
-            builder.addService(service);
-        }
-        server = builder.build().start();
+        BindableService[] services = new BindableService[more.length + 2];
+        services[0] = this;
+        services[1] = identity;
+        System.arraycopy(more, 0, services, 2, more.length);
+        endpoint = GrpcEndpoint.unix(socket, services);
     }
 
     /**
@@ -173,12 +163,11 @@ final class SanityController extends ControllerGrpc.ControllerImplBase implement
     }
 
     @Override
-    public void close() throws InterruptedException {
+    public void close() {
         volumes.values().forEach(SanityController::stop);
         volumes.clear();
-        if (server != null) {
-            server.shutdownNow().awaitTermination(5, TimeUnit.SECONDS);
-            group.shutdownGracefully(0, 1, TimeUnit.SECONDS);
+        if (endpoint != null) {
+            endpoint.close();
         }
     }
 }
