@@ -11,6 +11,7 @@ import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.atomic.AtomicLongArray;
 import java.util.concurrent.locks.ReentrantLock;
+import java.util.function.IntConsumer;
 import java.util.zip.CRC32C;
 
 /**
@@ -57,7 +58,9 @@ import java.util.zip.CRC32C;
  * The map lives in memory ({@link AtomicLongArray}, 32 clusters per word) and on disk. A change
  * to a cluster's state is written to disk (the whole 4 KiB map block containing it, under that
  * block's lock, so the last write of a block always carries every earlier change) before the
- * request that caused it is acknowledged; the data and the map share one file, so one
+ * request that caused it is acknowledged. A block counts as written only once its write has
+ * returned: a request or FLUSH that finds another thread writing the block waits for it rather
+ * than taking the block for clean. The data and the map share one file, so one
  * fdatasync makes both durable. A cluster becomes DATA only after its data are written; when a
  * partial write copied bytes up from a lower layer, the data are made durable before the map
  * says DATA, so that a crash can never turn bytes the client did not write into zeroes.
@@ -97,8 +100,13 @@ public final class OverlayImage implements AutoCloseable {
     private final long dataOffset;
     private final AtomicLongArray map;
     private final ReentrantLock[] mapLocks = new ReentrantLock[MAP_LOCKS];
-    /** Map blocks changed in memory and not yet written; changed and cleared under the block's lock. */
+    /**
+     * Map blocks changed in memory and not yet written; changed under the block's lock, and
+     * cleared under it only once the block is written (see {@link #persistMapBlock}).
+     */
     private final Set<Integer> dirtyMapBlocks = ConcurrentHashMap.newKeySet();
+    /** For tests: runs after a map block's bytes are taken and before they are written. */
+    private volatile IntConsumer beforeMapBlockWrite = block -> { };
 
     private OverlayImage(Path path, SparseFileBackend file, Header header, AtomicLongArray map) {
         this.path = path;
@@ -359,7 +367,7 @@ public final class OverlayImage implements AutoCloseable {
         ReentrantLock lock = mapLocks[block % MAP_LOCKS];
         lock.lock();
         try {
-            if (!dirtyMapBlocks.remove(block)) {
+            if (!dirtyMapBlocks.contains(block)) {
                 return;
             }
             ByteBuffer bytes = ByteBuffer.allocateDirect(MAP_BLOCK_SIZE).order(ByteOrder.LITTLE_ENDIAN);
@@ -367,15 +375,19 @@ public final class OverlayImage implements AutoCloseable {
             for (int i = 0; i < WORDS_PER_MAP_BLOCK; i++) {
                 bytes.putLong(map.get(firstWord + i));
             }
-            try {
-                file.write(mapOffset + (long) block * MAP_BLOCK_SIZE, bytes.flip());
-            } catch (IOException e) {
-                dirtyMapBlocks.add(block);
-                throw e;
-            }
+            beforeMapBlockWrite.accept(block);
+            file.write(mapOffset + (long) block * MAP_BLOCK_SIZE, bytes.flip());
+            // Only now: a writer or FLUSH that saw the block dirty waits on its lock for this write,
+            // and one that finds it clean knows the block on disk already carries its change.
+            dirtyMapBlocks.remove(block);
         } finally {
             lock.unlock();
         }
+    }
+
+    /** For tests: pauses or observes map block writes between taking the block's bytes and writing them. */
+    void beforeMapBlockWrite(IntConsumer hook) {
+        beforeMapBlockWrite = hook;
     }
 
     private static int mapBlockOf(long cluster) {

@@ -14,7 +14,15 @@ import java.nio.file.StandardOpenOption;
 import java.util.Arrays;
 import java.util.List;
 import java.util.zip.CRC32C;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
 import org.junit.jupiter.api.io.TempDir;
 
 /** The on-disk format, checked byte by byte, and the refusal of damaged images. */
@@ -169,6 +177,72 @@ class OverlayImageTest {
         }
         assertThatThrownBy(() -> LayeredBackend.open(image, List.of(), false))
                 .isInstanceOf(IOException.class).hasMessageContaining("truncated");
+    }
+
+    /**
+     * Two writers change clusters in one map block; the first is paused between taking the
+     * block's bytes and writing them. The second writer's persistMap (or a FLUSH) must not
+     * return until the block on disk carries its change: returning earlier lets the request be
+     * acknowledged, and flushed, while the cluster map on disk still says UNALLOCATED.
+     */
+    @ParameterizedTest
+    @ValueSource(strings = {"persistMap", "flush"})
+    void mapChangeIsOnDiskWhenPersistReturnsEvenWhileAnotherWriterHoldsTheBlock(String how) throws Exception {
+        Path image = dir.resolve("top.img");
+        OverlayImage.create(image, 4 * MIB, 4096);
+        try (OverlayImage overlay = OverlayImage.open(image, false);
+                ExecutorService threads = Executors.newFixedThreadPool(2)) {
+            CountDownLatch firstPaused = new CountDownLatch(1);
+            CountDownLatch releaseFirst = new CountDownLatch(1);
+            Thread first = Thread.currentThread();
+            overlay.beforeMapBlockWrite(block -> {
+                if (firstPaused.getCount() > 0 && Thread.currentThread() != first) {
+                    firstPaused.countDown();
+                    await(releaseFirst);
+                }
+            });
+            overlay.setState(7, 8, OverlayImage.DATA);   // the second writer's change
+            overlay.setState(5, 6, OverlayImage.DATA);   // the first writer's change, same block
+            Future<?> firstWriter = threads.submit(() -> { overlay.persistMap(5, 6); return null; });
+            assertThat(firstPaused.await(10, TimeUnit.SECONDS)).isTrue();
+
+            Future<?> secondWriter = threads.submit(() -> {
+                if (how.equals("flush")) {
+                    overlay.flush();
+                } else {
+                    overlay.persistMap(7, 8);
+                }
+                // What a crash right after the acknowledgement would find on disk.
+                return clusterStateOnDisk(image, 7);
+            });
+            try {
+                Object found = secondWriter.get(500, TimeUnit.MILLISECONDS);
+                assertThat(found).as("cluster 7 on disk when %s returned", how).isEqualTo(OverlayImage.DATA);
+            } catch (TimeoutException expected) {
+                // Waiting for the first writer's block write is right; it must then see its change on disk.
+            } finally {
+                releaseFirst.countDown();
+            }
+            assertThat(secondWriter.get(10, TimeUnit.SECONDS)).isEqualTo(OverlayImage.DATA);
+            firstWriter.get(10, TimeUnit.SECONDS);
+            assertThat(clusterStateOnDisk(image, 5)).isEqualTo(OverlayImage.DATA);
+        }
+    }
+
+    private static int clusterStateOnDisk(Path image, int cluster) throws IOException {
+        ByteBuffer map = readBytes(image, 4096, 4096);
+        return (map.get(cluster / 4) >>> (2 * (cluster % 4))) & 3;
+    }
+
+    private static void await(CountDownLatch latch) {
+        try {
+            if (!latch.await(10, TimeUnit.SECONDS)) {
+                throw new IllegalStateException("test latch not released");
+            }
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new IllegalStateException(e);
+        }
     }
 
     static ByteBuffer readBytes(Path file, long offset, int length) throws IOException {
