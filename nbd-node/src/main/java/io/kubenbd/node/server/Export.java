@@ -140,7 +140,7 @@ public final class Export implements AutoCloseable {
         return all;
     }
 
-    /** Records that a write, trim or zeroing is about to change the range. */
+    /** Records that a write, trim or zeroing changed the range (called once the change is done, before its reply). */
     void markDirty(long offset, long length) {
         DirtyBitmapSet set = bitmaps;
         if (set != null && length > 0) {

@@ -36,6 +36,13 @@ public final class ExportRegistry implements AutoCloseable {
         return registry;
     }
 
+    /** A registry of exports already open (tests build exports over their own backends). */
+    static ExportRegistry of(Collection<Export> opened) {
+        ExportRegistry registry = new ExportRegistry();
+        opened.forEach(export -> registry.exports.put(export.name(), export));
+        return registry;
+    }
+
     /**
      * The export a client asked for. The empty name is the default export, which exists
      * when exactly one export is configured.

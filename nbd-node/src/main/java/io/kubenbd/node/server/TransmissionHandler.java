@@ -273,12 +273,9 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
     /** Runs on an I/O thread. */
     private Reply execute(Request request) {
         RequestHeader h = request.header();
+        boolean changesData = request instanceof Request.Write || request instanceof Request.Trim
+                || request instanceof Request.WriteZeroes;
         try {
-            if (request instanceof Request.Write || request instanceof Request.Trim
-                    || request instanceof Request.WriteZeroes) {
-                // Before the change and so before the reply: a backup never misses an acknowledged write.
-                export.markDirty(h.offset(), h.length());
-            }
             return switch (request) {
                 case Request.Read r -> {
                     Reply reply = read(h);
@@ -323,6 +320,13 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
             log.warn("{} {} failed: out of buffer memory ({})", conn, h.describe(), e.getMessage());
             return Reply.error(h, NbdError.ENOMEM, "server is out of buffer memory");
         } finally {
+            if (changesData) {
+                // After the change (even a failed one may have changed part of the range) and before
+                // the reply: a write lands in the bitmap that records when it completes, so a
+                // checkpoint taken while it was under way cannot leave it in the frozen bitmap only,
+                // copied by a backup before the data landed (as marking first did).
+                export.markDirty(h.offset(), h.length());
+            }
             ReferenceCountUtil.release(request);
         }
     }

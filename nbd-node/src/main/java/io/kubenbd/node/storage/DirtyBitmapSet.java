@@ -26,7 +26,9 @@ import java.util.regex.Pattern;
  * <h2>Semantics</h2>
  * Each bitmap has a granularity (a power of two, {@value #MIN_GRANULARITY} B ..
  * 64 MiB, default {@value #DEFAULT_GRANULARITY} B) and one bit per granule. {@link #markDirty}
- * (called for every WRITE, TRIM and WRITE_ZEROES before the reply is sent) sets the bits of
+ * (called for every WRITE, TRIM and WRITE_ZEROES once it has changed the data and before its
+ * reply is sent, so that a write under way during a {@link #checkpoint} lands in the bitmap
+ * that goes on recording) sets the bits of
  * every granule the range touches in every {@link DirtyBitmapState#RECORDING} bitmap; it is
  * lock-free and allocates nothing. A backup reads {@link #runs} (NBD block status context
  * {@code qemu:dirty-bitmap:NAME}, flag bit 0 = dirty), copies the dirty runs, then calls
