@@ -13,7 +13,12 @@ public final class ErrnoException extends IOException {
      * @param subject what it was called on, usually the path
      */
     public ErrnoException(String call, String subject, int errno) {
-        super(call + " " + subject + ": " + Errno.describe(errno));
+        this(call, subject, errno, null);
+    }
+
+    /** @param detail why the call failed when that is not the system's own answer, or null */
+    public ErrnoException(String call, String subject, int errno, String detail) {
+        super(call + " " + subject + ": " + Errno.describe(errno) + (detail == null ? "" : "; " + detail));
         this.errno = errno;
     }
 

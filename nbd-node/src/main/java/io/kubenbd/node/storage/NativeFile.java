@@ -11,6 +11,7 @@ import java.util.concurrent.atomic.AtomicBoolean;
  * but the descriptor is shared, and pread/pwrite carry their own offsets.
  */
 final class NativeFile implements AutoCloseable {
+    private static final org.slf4j.Logger log = org.slf4j.LoggerFactory.getLogger(NativeFile.class);
     // Heap buffers go through native memory; bounding the bounce buffer bounds the copy cost.
     private static final int BOUNCE_BUFFER_SIZE = 1 << 20;
     private static final MemorySegment ZEROES = Arena.global().allocate(BOUNCE_BUFFER_SIZE, 4096);
@@ -19,6 +20,9 @@ final class NativeFile implements AutoCloseable {
     private final String path;
     private final boolean readOnly;
     private final AtomicBoolean closed = new AtomicBoolean();
+    private final Object syncLock = new Object();
+    /** The first fdatasync failure, kept for every later call (see {@link #fdatasync}); guarded by syncLock. */
+    private ErrnoException writebackFailure;
 
     private NativeFile(int fd, String path, boolean readOnly) {
         this.fd = fd;
@@ -110,8 +114,32 @@ final class NativeFile implements AutoCloseable {
         LinuxSyscalls.posixFadvise(fd, offset, length, LinuxSyscalls.POSIX_FADV_WILLNEED, path);
     }
 
+    /**
+     * Makes written data durable, and keeps failing once it has failed. Linux reports a lost
+     * writeback (an I/O error while writing cached pages back) to one fdatasync of the open
+     * file and then forgets it: the pages are clean again, their data gone. Whichever sync saw
+     * it (a client's FLUSH, another connection's, an internal one after a copy-up), every later
+     * one would succeed on lost data. So the first failure is kept and every later call fails
+     * with EIO (as PostgreSQL learned to treat fsync failures); only reopening the file (a
+     * restart, after a person checked the disk) clears it. Calls are serialized so that a sync
+     * running beside the one that got the error cannot report success either.
+     */
     void fdatasync() throws ErrnoException {
-        LinuxSyscalls.fdatasync(fd, path);
+        synchronized (syncLock) {
+            if (writebackFailure != null) {
+                throw new ErrnoException("fdatasync", path, Errno.EIO,
+                        "an earlier flush failed with " + Errno.describe(writebackFailure.errno())
+                                + ", so data written before it may be lost");
+            }
+            try {
+                LinuxSyscalls.fdatasync(fd, path);
+            } catch (ErrnoException e) {
+                writebackFailure = e;
+                log.error("{}: flush failed, data written since the last successful flush may be lost; every later"
+                        + " FLUSH and FUA write on it fails with EIO until the export is reopened: {}", path, e.getMessage());
+                throw e;
+            }
+        }
     }
 
     /** Takes an exclusive lock without waiting; EAGAIN (EWOULDBLOCK) if someone else holds it. Released on close. */
