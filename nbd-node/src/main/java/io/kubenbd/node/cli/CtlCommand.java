@@ -77,9 +77,10 @@ final class CtlCommand {
             PrintStream out = System.out;
             for (ExportStatus export : ctl.call(stub -> stub.listExports(ListExportsRequest.getDefaultInstance()))
                     .getExportsList()) {
-                out.printf("%s  %s  %d bytes%s  connections %d/%d  contexts %s%n", export.getName(), export.getPath(),
+                out.printf("%s  %s  %d bytes%s  connections %d/%d  contexts %s%s%n", export.getName(), export.getPath(),
                         export.getSize(), export.getReadOnly() ? "  read-only" : "", export.getConnectionsCount(),
-                        export.getMaxConnections(), String.join(",", export.getMetaContextsList()));
+                        export.getMaxConnections(), String.join(",", export.getMetaContextsList()),
+                        export.getWriter().isEmpty() ? "" : "  claimed for writing by " + export.getWriter());
                 for (Bitmap b : export.getBitmapsList()) {
                     out.println("  " + describe(b));
                 }

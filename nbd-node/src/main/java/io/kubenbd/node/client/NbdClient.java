@@ -41,6 +41,7 @@ import java.io.EOFException;
 import java.io.IOException;
 import java.io.OutputStream;
 import java.io.InputStream;
+import java.net.InetAddress;
 import java.net.InetSocketAddress;
 import java.net.Socket;
 import java.nio.charset.StandardCharsets;
@@ -104,9 +105,20 @@ public final class NbdClient implements Closeable {
     }
 
     public static NbdClient connect(String host, int port, Duration timeout) throws IOException {
+        return connect(host, port, null, timeout);
+    }
+
+    /**
+     * @param localAddress the address to connect from, or null for the system's choice; the server
+     *                     tells consumers apart by it (see the writer claim in the README)
+     */
+    public static NbdClient connect(String host, int port, InetAddress localAddress, Duration timeout) throws IOException {
         Socket socket = new Socket();
         try {
             socket.setTcpNoDelay(true);
+            if (localAddress != null) {
+                socket.bind(new InetSocketAddress(localAddress, 0));
+            }
             socket.connect(new InetSocketAddress(host, port), (int) timeout.toMillis());
             socket.setSoTimeout((int) timeout.toMillis());
             return new NbdClient(socket, host, port);

@@ -40,12 +40,14 @@ public final class Export implements AutoCloseable {
     private final AtomicInteger connections = new AtomicInteger();
     private final Set<ConnectionContext> live = ConcurrentHashMap.newKeySet();
     private final ExportStatistics statistics = new ExportStatistics();
+    private final WriterClaim writerClaim;
 
     public Export(ExportConfig config, StorageBackend backend, DirtyBitmapSet bitmaps, Path bitmapAnchor) {
         this.config = config;
         this.bitmapAnchor = bitmapAnchor;
         this.backend = backend;
         this.bitmaps = bitmaps;
+        this.writerClaim = new WriterClaim(config.name());
         this.fixedContexts = java.util.stream.Stream.of(
                         new MetaContext(MetaContext.BASE_ALLOCATION, new BaseAllocationContext(backend)),
                         new MetaContext(MetaContext.ALLOCATION_DEPTH, new AllocationDepthContext(backend)))
@@ -227,6 +229,15 @@ public final class Export implements AutoCloseable {
     /** Connections in transmission now, oldest first. */
     public List<ConnectionContext> connections() {
         return live.stream().sorted(java.util.Comparator.comparingLong(ConnectionContext::id)).toList();
+    }
+
+    WriterClaim writerClaim() {
+        return writerClaim;
+    }
+
+    /** The address of the node holding the single-writer claim, if any (see {@link WriterClaim}). */
+    public Optional<java.net.InetAddress> writer() {
+        return Optional.ofNullable(writerClaim.holder());
     }
 
     public ExportStatistics statistics() {

@@ -157,6 +157,7 @@ final class ExportControlService extends ExportControlGrpc.ExportControlImplBase
                 .setReadOnly(export.readOnly())
                 .setDescription(export.config().description())
                 .setMaxConnections(export.config().maxConnections());
+        export.writer().ifPresent(node -> status.setWriter(node.getHostAddress()));
         export.metaContexts().forEach(c -> status.addMetaContexts(c.name()));
         export.bitmaps().ifPresent(set -> set.list().forEach(info -> status.addBitmaps(bitmap(info))));
         for (ConnectionContext conn : export.connections()) {

@@ -11,6 +11,7 @@ import io.netty.channel.EventLoopGroup;
 import io.netty.channel.MultiThreadIoEventLoopGroup;
 import io.netty.channel.WriteBufferWaterMark;
 import io.netty.channel.epoll.Epoll;
+import io.netty.channel.epoll.EpollChannelOption;
 import io.netty.channel.epoll.EpollIoHandler;
 import io.netty.channel.epoll.EpollServerSocketChannel;
 import io.netty.channel.group.ChannelGroup;
@@ -102,6 +103,14 @@ public final class NbdServer implements AutoCloseable {
                     }
                 });
         try {
+            if (Epoll.isAvailable()) {
+                // A consumer node that died without closing its connections must not hold them (and
+                // its writer claim) for the kernel's default two hours: dropped after about a minute.
+                bootstrap.childOption(EpollChannelOption.TCP_KEEPIDLE, 30)
+                        .childOption(EpollChannelOption.TCP_KEEPINTVL, 10)
+                        .childOption(EpollChannelOption.TCP_KEEPCNT, 3)
+                        .childOption(EpollChannelOption.TCP_USER_TIMEOUT, 60_000);
+            }
             listener = bootstrap.bind(address).sync().channel();
         } catch (Exception e) {
             if (e instanceof InterruptedException ie) {

@@ -20,6 +20,8 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 import java.io.IOException;
+import java.net.InetAddress;
+import java.net.InetSocketAddress;
 import java.nio.ByteBuffer;
 import java.util.ArrayList;
 import java.util.List;
@@ -53,6 +55,9 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
     private boolean disconnecting;
     private boolean flushScheduled;
     private long errors;
+    private InetAddress peerHost;
+    private boolean holdsWriterClaim;
+    private boolean writeRefusalLogged;
 
     TransmissionHandler(ServerContext server, ConnectionContext conn, Export export, ReplyStyle style,
                         List<MetaContext> contexts, boolean payloadFormAdvertised, boolean honoursBlockSize) {
@@ -69,6 +74,9 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
     @Override
     public void handlerAdded(ChannelHandlerContext ctx) {
         this.ctx = ctx;
+        if (ctx.channel().remoteAddress() instanceof InetSocketAddress peer) {
+            peerHost = peer.getAddress();
+        }
         conn.replies(style.name().toLowerCase(java.util.Locale.ROOT));
         export.attach(conn);
     }
@@ -77,6 +85,9 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
     public void channelInactive(ChannelHandlerContext ctx) {
         export.detach(conn);
         export.releaseConnection();
+        if (holdsWriterClaim && export.writerClaim().release(conn)) {
+            log.info("{} writer claim released: the node's last claiming connection closed", conn);
+        }
         log.info("{} closed after {} requests ({} failed)", conn, conn.requests(), errors);
         ctx.fireChannelInactive();
     }
@@ -114,6 +125,9 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
             NbdError error = request instanceof Request.Invalid bad ? bad.error() : NbdError.EINVAL;
             log.debug("{} {} rejected: {}", conn, request.header().describe(), invalid);
             send(Reply.error(request.header(), error, invalid));
+            return;
+        }
+        if (changesData(request) && !admitWriter(request)) {
             return;
         }
         long bytes = bytesOf(request);
@@ -188,6 +202,39 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
     /** Whether the server is idle on this connection (for graceful shutdown). */
     boolean idle() {
         return inFlight == 0;
+    }
+
+    private static boolean changesData(Request request) {
+        return request instanceof Request.Write || request instanceof Request.Trim || request instanceof Request.WriteZeroes;
+    }
+
+    /**
+     * Applies the single-writer claim ({@link WriterClaim}) to a request that changes data:
+     * answers a claim (a zero-length WRITE) or a refused request itself and returns false, or
+     * returns true for a request to run.
+     */
+    private boolean admitWriter(Request request) {
+        RequestHeader h = request.header();
+        boolean claim = request instanceof Request.Write && h.length() == 0;
+        String refusal = claim ? export.writerClaim().claim(conn, peerHost) : export.writerClaim().refusalFor(peerHost);
+        if (refusal == null && !claim) {
+            return true;
+        }
+        ReferenceCountUtil.release(request);
+        if (refusal != null) {
+            if (claim || !writeRefusalLogged) {
+                writeRefusalLogged = !claim;
+                log.warn("{} {} refused: {}", conn, claim ? "writer claim" : h.describe(), refusal);
+            }
+            send(Reply.error(h, NbdError.EPERM, refusal));
+            return false;
+        }
+        if (!holdsWriterClaim) {
+            holdsWriterClaim = true;
+            log.info("{} claimed the export for writing from {}", conn, peerHost == null ? "?" : peerHost.getHostAddress());
+        }
+        send(Reply.ok(h));
+        return false;
     }
 
     private static long bytesOf(Request request) {
@@ -273,8 +320,7 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
     /** Runs on an I/O thread. */
     private Reply execute(Request request) {
         RequestHeader h = request.header();
-        boolean changesData = request instanceof Request.Write || request instanceof Request.Trim
-                || request instanceof Request.WriteZeroes;
+        boolean changesData = changesData(request);
         try {
             return switch (request) {
                 case Request.Read r -> {
