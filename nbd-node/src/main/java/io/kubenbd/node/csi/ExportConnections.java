@@ -4,12 +4,10 @@ import io.kubenbd.node.client.ExportInfo;
 import io.kubenbd.node.client.NbdClient;
 import io.kubenbd.node.client.NbdCommandException;
 import io.kubenbd.node.protocol.NbdError;
-import io.kubenbd.node.tls.ClientTlsCredentials;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 import java.io.IOException;
-import java.nio.file.Path;
 import java.time.Duration;
 import java.time.Instant;
 import java.util.ArrayList;
@@ -28,7 +26,6 @@ import java.util.concurrent.TimeUnit;
 final class ExportConnections implements AutoCloseable {
     private static final Logger log = LoggerFactory.getLogger(ExportConnections.class);
     static final Duration RECONNECT_WINDOW = Duration.ofSeconds(120);
-    private static final Duration CONNECT_TIMEOUT = Duration.ofSeconds(10);
 
     /** One request on one connection. */
     interface Request<T> {
@@ -37,7 +34,7 @@ final class ExportConnections implements AutoCloseable {
 
     private final String volumeId;
     private final VolumeContext context;
-    private final Path pskFile;
+    private final ExportDialer dialer;
     private final BlockingQueue<NbdClient> idle;
     private final List<NbdClient> all = new ArrayList<>();
     private volatile ExportInfo export;
@@ -45,18 +42,18 @@ final class ExportConnections implements AutoCloseable {
     /** Why the last request failed, until one succeeds again: the volume's condition for the CO. */
     private volatile String lastFailure;
 
-    private ExportConnections(String volumeId, VolumeContext context, Path pskFile) {
-        this.volumeId = volumeId;
-        this.context = context;
-        this.pskFile = pskFile;
+    private ExportConnections(ExportDialer dialer) {
+        this.volumeId = dialer.volumeId();
+        this.context = dialer.context();
+        this.dialer = dialer;
         this.idle = new ArrayBlockingQueue<>(context.connections());
     }
 
-    /** Opens every connection now, so that a wrong address or key fails the stage call. */
-    static ExportConnections open(String volumeId, VolumeContext context, Path pskFile) throws IOException {
-        ExportConnections connections = new ExportConnections(volumeId, context, pskFile);
+    /** Opens every connection now, so that a wrong address or key, or another node's claim, fails the stage call. */
+    static ExportConnections open(ExportDialer dialer) throws IOException {
+        ExportConnections connections = new ExportConnections(dialer);
         try {
-            for (int i = 0; i < context.connections(); i++) {
+            for (int i = 0; i < dialer.context().connections(); i++) {
                 NbdClient client = connections.connect();
                 synchronized (connections.all) {
                     connections.all.add(client);
@@ -71,18 +68,9 @@ final class ExportConnections implements AutoCloseable {
     }
 
     private NbdClient connect() throws IOException {
-        NbdClient client = NbdClient.connect(context.host(), context.port(), CONNECT_TIMEOUT);
-        try {
-            if (context.tlsMode() == VolumeContext.TlsMode.PSK) {
-                client.startTls(ClientTlsCredentials.Psk.fromFile(pskFile, null));
-            }
-            client.negotiateBestReplies();
-            export = client.go(context.exportName());
-            return client;
-        } catch (IOException | RuntimeException e) {
-            client.close();
-            throw e;
-        }
+        NbdClient client = dialer.dial(true);
+        export = client.export();
+        return client;
     }
 
     /** Why I/O is failing or waiting now, or null while it works. */
@@ -162,7 +150,8 @@ final class ExportConnections implements AutoCloseable {
                 log.info("volume={} reconnected to {}", volumeId, context);
                 return fresh;
             } catch (IOException e) {
-                if (closed || Instant.now().plusMillis(backoffMillis).isAfter(deadline)) {
+                if (e instanceof ExportDialer.ClaimRefusedException || closed
+                        || Instant.now().plusMillis(backoffMillis).isAfter(deadline)) {
                     synchronized (all) {
                         all.remove(broken);
                     }

@@ -3,7 +3,6 @@ package io.kubenbd.node.csi;
 import io.kubenbd.node.client.ExportInfo;
 import io.kubenbd.node.client.NbdClient;
 import io.kubenbd.node.protocol.TransmissionFlags;
-import io.kubenbd.node.tls.ClientTlsCredentials;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -67,23 +66,17 @@ final class KernelAttachment implements Attachment {
         }
     }
 
-    static KernelAttachment attach(String volumeId, VolumeContext context, Path pskFile, boolean readOnly) throws IOException {
+    static KernelAttachment attach(ExportDialer dialer, boolean readOnly) throws IOException {
+        String volumeId = dialer.volumeId();
+        VolumeContext context = dialer.context();
         List<KernelRelay> relays = new ArrayList<>();
         List<UnixSocketPair> pairs = new ArrayList<>();
         try {
             ExportInfo export = null;
             int wanted = context.connections();
             for (int i = 0; i < wanted; i++) {
-                NbdClient client = NbdClient.connect(context.host(), context.port(), Duration.ofSeconds(10));
-                try {
-                    if (context.tlsMode() == VolumeContext.TlsMode.PSK) {
-                        client.startTls(ClientTlsCredentials.Psk.fromFile(pskFile, null));
-                    }
-                    export = client.go(context.exportName());
-                } catch (IOException | RuntimeException e) {
-                    client.close();
-                    throw e;
-                }
+                NbdClient client = dialer.dial(false);
+                export = client.export();
                 UnixSocketPair pair = UnixSocketPair.open();
                 pairs.add(pair);
                 relays.add(KernelRelay.start("nbd-" + volumeId + "-" + i, pair, client));

@@ -153,9 +153,10 @@ final class NodeService extends NodeGrpc.NodeImplBase {
     /** Connects, attaches and (for a filesystem) mounts at the staging path; used by stage and by recovery. */
     private StagedVolume attach(StagedVolume volume) throws IOException {
         Path pskFile = state.pskFile(volume.volumeId());
+        ExportDialer dialer = new ExportDialer(volume.volumeId(), volume.context(), pskFile, null, false);
         Attachment attachment = kernelPath
-                ? KernelAttachment.attach(volume.volumeId(), volume.context(), pskFile, volume.readOnly())
-                : UserspaceAttachment.attach(volume.volumeId(), ExportConnections.open(volume.volumeId(), volume.context(), pskFile),
+                ? KernelAttachment.attach(dialer, volume.readOnly())
+                : UserspaceAttachment.attach(volume.volumeId(), ExportConnections.open(dialer),
                         state.fuseDir(volume.volumeId()), volume.readOnly(), fuseLibrary);
         try {
             if (!volume.block()) {
