@@ -5,6 +5,7 @@ import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 import sun.misc.Signal;
 
+import java.net.InetAddress;
 import java.nio.file.Path;
 import java.util.List;
 import java.util.concurrent.Callable;
@@ -34,13 +35,18 @@ final class CsiCommand implements Callable<Integer> {
             description = "auto: the kernel's nbd driver when this node has it, else FUSE + loop device; kernel; fuse (default: ${DEFAULT-VALUE})")
     String attach;
 
+    @Option(names = "--source-address", paramLabel = "IP",
+            description = {"the address to make NBD connections from (default: the system's choice). Servers tell",
+                    "consumer nodes apart by it for the single-writer claim, so give each node's plugin its own"})
+    InetAddress sourceAddress;
+
     @Override
     public Integer call() throws Exception {
         CountDownLatch stop = new CountDownLatch(1);
         for (String signal : List.of("TERM", "INT")) {
             Signal.handle(new Signal(signal), s -> stop.countDown());
         }
-        try (CsiServer server = CsiServer.start(endpoint, nodeId, stateDir, fuseLibrary, attach)) {
+        try (CsiServer server = CsiServer.start(endpoint, nodeId, stateDir, fuseLibrary, attach, sourceAddress)) {
             stop.await();
         }
         return 0;

@@ -5,6 +5,7 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 import java.io.IOException;
+import java.net.InetAddress;
 import java.nio.file.Path;
 
 /**
@@ -35,9 +36,13 @@ public final class CsiServer implements AutoCloseable {
         return Path.of(path);
     }
 
-    /** How the plugin attaches volumes: {@code auto} (the kernel's nbd driver when present), {@code kernel} or {@code fuse}. */
-    public static CsiServer start(String endpoint, String nodeId, Path stateDir, String fuseLibrary, String attach)
-            throws IOException {
+    /**
+     * @param attach        how the plugin attaches volumes: {@code auto} (the kernel's nbd driver when
+     *                      present), {@code kernel} or {@code fuse}
+     * @param sourceAddress the address NBD connections are made from, or null for the system's choice
+     */
+    public static CsiServer start(String endpoint, String nodeId, Path stateDir, String fuseLibrary, String attach,
+                                  InetAddress sourceAddress) throws IOException {
         Path socket = socketPath(endpoint);
         NodeService.AttachMode mode = switch (attach) {
             case "auto" -> NodeService.AttachMode.AUTO;
@@ -45,7 +50,7 @@ public final class CsiServer implements AutoCloseable {
             case "fuse" -> NodeService.AttachMode.FUSE;
             default -> throw new IllegalArgumentException("--attach must be auto, kernel or fuse, got '" + attach + "'");
         };
-        NodeService node = new NodeService(nodeId, new NodeState(stateDir), fuseLibrary, mode);
+        NodeService node = new NodeService(nodeId, new NodeState(stateDir), fuseLibrary, mode, sourceAddress);
         node.recover();
         GrpcEndpoint grpc = GrpcEndpoint.unix(socket, new IdentityService(), node);
         log.info("CSI node plugin {} for node {} listening on unix:{}", IdentityService.DRIVER_NAME, nodeId, socket);

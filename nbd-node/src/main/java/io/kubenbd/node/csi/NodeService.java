@@ -28,6 +28,7 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 import java.io.IOException;
+import java.net.InetAddress;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.HashMap;
@@ -49,6 +50,7 @@ final class NodeService extends NodeGrpc.NodeImplBase {
     private final NodeState state;
     private final String fuseLibrary;
     private final boolean kernelPath;
+    private final InetAddress sourceAddress;
     private final Map<String, StagedVolume> staged = new ConcurrentHashMap<>();
     private final Map<String, Attachment> attachments = new ConcurrentHashMap<>();
     private final Map<String, ReentrantLock> locks = new ConcurrentHashMap<>();
@@ -56,8 +58,9 @@ final class NodeService extends NodeGrpc.NodeImplBase {
     /** How volumes are attached; {@link #AUTO} takes the kernel's nbd driver when this node has it. */
     enum AttachMode { AUTO, KERNEL, FUSE }
 
-    NodeService(String nodeId, NodeState state, String fuseLibrary, AttachMode mode) {
+    NodeService(String nodeId, NodeState state, String fuseLibrary, AttachMode mode, InetAddress sourceAddress) {
         this.nodeId = nodeId;
+        this.sourceAddress = sourceAddress;
         this.state = state;
         this.fuseLibrary = fuseLibrary;
         this.kernelPath = switch (mode) {
@@ -153,7 +156,7 @@ final class NodeService extends NodeGrpc.NodeImplBase {
     /** Connects, attaches and (for a filesystem) mounts at the staging path; used by stage and by recovery. */
     private StagedVolume attach(StagedVolume volume) throws IOException {
         Path pskFile = state.pskFile(volume.volumeId());
-        ExportDialer dialer = new ExportDialer(volume.volumeId(), volume.context(), pskFile, null, false);
+        ExportDialer dialer = new ExportDialer(volume.volumeId(), volume.context(), pskFile, sourceAddress, false);
         Attachment attachment = kernelPath
                 ? KernelAttachment.attach(dialer, volume.readOnly())
                 : UserspaceAttachment.attach(volume.volumeId(), ExportConnections.open(dialer),
