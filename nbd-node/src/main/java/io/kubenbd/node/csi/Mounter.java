@@ -7,29 +7,22 @@ import java.util.ArrayList;
 import java.util.List;
 
 /**
- * Filesystems and mounts with the node's own tools: detect an existing filesystem (blkid), make
- * one only on a blank device, mount, bind-mount (read-only when asked), unmount, and tell from
+ * Filesystems and mounts with the node's own tools: make a filesystem (on a device
+ * {@link DeviceContents} found blank), mount, bind-mount (read-only when asked), unmount, and tell from
  * /proc/self/mountinfo whether a path is a mount point.
  */
 final class Mounter {
     private Mounter() {}
 
-    /** The filesystem type on the device, or null when blkid finds none (exit 2). */
-    static String filesystemOf(Path device) throws IOException {
-        var result = SystemCommand.run("blkid", "-p", "-o", "value", "-s", "TYPE", device.toString());
-        if (result.exitCode() == 2) {
-            return null;
-        }
-        if (!result.ok()) {
-            throw new IOException("blkid " + device + " failed (exit " + result.exitCode() + "): " + result.output());
-        }
-        return result.output().isBlank() ? null : result.output().strip();
-    }
-
+    /**
+     * Makes a filesystem on a device {@link DeviceContents#probe} found blank. Without -F / -f, so
+     * the tools' own checks stay on as a second guard (mkfs.xfs refuses an existing signature;
+     * mkfs.ext4 only asks on a terminal, and stdin is closed, so it never waits for an answer).
+     */
     static void format(Path device, String fsType) throws IOException {
         switch (fsType) {
-            case "ext4" -> SystemCommand.check("mkfs.ext4", "-q", "-F", "-E", "nodiscard", device.toString());
-            case "xfs" -> SystemCommand.check("mkfs.xfs", "-q", "-f", "-K", device.toString());
+            case "ext4" -> SystemCommand.check("mkfs.ext4", "-q", "-E", "nodiscard", device.toString());
+            case "xfs" -> SystemCommand.check("mkfs.xfs", "-q", "-K", device.toString());
             default -> throw new IllegalArgumentException("fsType must be ext4 or xfs, got '" + fsType + "'");
         }
     }

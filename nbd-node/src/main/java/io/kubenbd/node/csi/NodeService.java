@@ -143,7 +143,7 @@ final class NodeService extends NodeGrpc.NodeImplBase {
                 staged.put(volume.volumeId(), reattached);
                 state.save(reattached);
                 log.info("volume={} re-attached after restart as {}", volume.volumeId(), reattached.device());
-            } catch (IOException | RuntimeException e) {
+            } catch (IOException | StatusException | RuntimeException e) {
                 log.error("volume={} could not be re-attached after restart: {}", volume.volumeId(), e.toString());
                 staged.put(volume.volumeId(), volume);
             }
@@ -151,7 +151,7 @@ final class NodeService extends NodeGrpc.NodeImplBase {
     }
 
     /** Connects, attaches and (for a filesystem) mounts at the staging path; used by stage and by recovery. */
-    private StagedVolume attach(StagedVolume volume) throws IOException {
+    private StagedVolume attach(StagedVolume volume) throws IOException, StatusException {
         Path pskFile = state.pskFile(volume.volumeId());
         Attachment attachment = kernelPath
                 ? KernelAttachment.attach(volume.volumeId(), volume.context(), pskFile, volume.readOnly())
@@ -159,23 +159,35 @@ final class NodeService extends NodeGrpc.NodeImplBase {
                         state.fuseDir(volume.volumeId()), volume.readOnly(), fuseLibrary);
         try {
             if (!volume.block()) {
-                String existing = Mounter.filesystemOf(attachment.device());
-                if (existing == null) {
-                    if (volume.readOnly()) {
-                        throw new IOException("volume " + volume.volumeId() + " has no filesystem and is staged read-only");
-                    }
-                    Mounter.format(attachment.device(), volume.fsType());
-                    existing = volume.fsType();
-                    log.info("volume={} made {} on {}", volume.volumeId(), existing, attachment.device());
-                }
-                Mounter.mount(attachment.device(), volume.stagingPath(), existing, volume.mountFlags(), volume.readOnly());
+                String fsType = filesystemFor(volume, attachment.device());
+                Mounter.mount(attachment.device(), volume.stagingPath(), fsType, volume.mountFlags(), volume.readOnly());
             }
-        } catch (IOException | RuntimeException e) {
+        } catch (IOException | StatusException | RuntimeException e) {
             attachment.close();
             throw e;
         }
         attachments.put(volume.volumeId(), attachment);
         return volume.withDevice(attachment.device());
+    }
+
+    /**
+     * The filesystem to mount from a freshly attached device: the one it holds, or a new one when
+     * it is provably blank. Anything else (a VM disk's partition table, an LVM member, data blkid
+     * cannot name) is refused untouched, since formatting it would destroy it.
+     */
+    private static String filesystemFor(StagedVolume volume, Path device) throws IOException, StatusException {
+        return switch (DeviceContents.probe(device)) {
+            case DeviceContents.Filesystem(String type) -> type;
+            case DeviceContents.Blank() when volume.readOnly() -> throw Status.FAILED_PRECONDITION.withDescription("volume "
+                    + volume.volumeId() + " is blank and staged read-only: there is no filesystem to mount").asException();
+            case DeviceContents.Blank() -> {
+                Mounter.format(device, volume.fsType());
+                log.info("volume={} made {} on blank {}", volume.volumeId(), volume.fsType(), device);
+                yield volume.fsType();
+            }
+            case DeviceContents.Occupied(String what) -> throw Status.FAILED_PRECONDITION
+                    .withDescription("volume " + volume.volumeId() + " " + what).asException();
+        };
     }
 
     @Override
@@ -217,6 +229,9 @@ final class NodeService extends NodeGrpc.NodeImplBase {
             StagedVolume attached;
             try {
                 attached = attach(volume);
+            } catch (StatusException e) {
+                state.remove(id);
+                throw e;
             } catch (IOException e) {
                 state.remove(id);
                 throw Status.UNAVAILABLE.withDescription("cannot attach " + context + ": " + e.getMessage()).asException();
@@ -397,7 +412,11 @@ final class NodeService extends NodeGrpc.NodeImplBase {
             }
             long size = attachment.expand();
             if (!volume.block()) {
-                Mounter.growFilesystem(volume.device(), volume.stagingPath(), Mounter.filesystemOf(volume.device()));
+                if (!(DeviceContents.probe(volume.device()) instanceof DeviceContents.Filesystem(String type))) {
+                    throw Status.FAILED_PRECONDITION.withDescription("volume " + id + " has no filesystem on "
+                            + volume.device() + " to grow").asException();
+                }
+                Mounter.growFilesystem(volume.device(), volume.stagingPath(), type);
             }
             log.info("volume={} expanded to {} bytes", id, size);
             return NodeExpandVolumeResponse.newBuilder().setCapacityBytes(size).build();

@@ -170,6 +170,48 @@ class CsiNodeIT {
         }
     }
 
+    /** Nothing the plugin made for the test is left mounted or attached: no mount and no loop device under its directory. */
+    private static void assertNothingAttached(Setup setup) throws Exception {
+        assertThat(NodeLeftovers.mounts(setup.dir().path())).as("mounts under %s", setup.dir().path()).isEmpty();
+        assertThat(NodeLeftovers.loopDevices(setup.dir().path())).as("loop devices on files under %s", setup.dir().path()).isEmpty();
+    }
+
+    private static String sha256(Path file) throws Exception {
+        var digest = java.security.MessageDigest.getInstance("SHA-256");
+        try (var in = Files.newInputStream(file)) {
+            byte[] buffer = new byte[1 << 20];
+            for (int n; (n = in.read(buffer)) > 0; ) {
+                digest.update(buffer, 0, n);
+            }
+        }
+        return java.util.HexFormat.of().formatHex(digest.digest());
+    }
+
+    /** A VM disk image (a partition table, no filesystem on the whole device) is never formatted for a Filesystem volume. */
+    @Test
+    void partitionedDiskIsNotFormatted() throws Exception {
+        try (Setup setup = setup("csi-partitioned", 32L << 20)) {
+            DiskSignatures.dosPartitionTable(setup.image());
+            String before = sha256(setup.image());
+            try (ServerProcess server = serve(setup);
+                 CsiPluginProcess plugin = CsiPluginProcess.start(setup.dir().path(), setup.dir().resolve("state"))) {
+                Path staging = setup.dir().resolve("staging");
+                assertThatThrownBy(() -> plugin.node().nodeStageVolume(stage(setup, server, staging, mount("ext4"))))
+                        .isInstanceOfSatisfying(StatusRuntimeException.class, e -> {
+                            assertThat(e.getStatus().getCode()).isEqualTo(Status.Code.FAILED_PRECONDITION);
+                            assertThat(e.getStatus().getDescription())
+                                    .contains("holds a dos partition table; consume it as a Block volume");
+                        });
+                assertNothingAttached(setup);
+                // The same disk as a Block volume is what a VM needs, and works.
+                plugin.node().nodeStageVolume(stage(setup, server, staging, block()));
+                plugin.node().nodeUnstageVolume(unstage(staging));
+            }
+            assertThat(sha256(setup.image())).as("the image's bytes").isEqualTo(before);
+            assertNothingAttached(setup);
+        }
+    }
+
     @Test
     void theKernelPathNamesWhatIsMissingOnANodeWithoutTheNbdDriver() throws Exception {
         try (Setup setup = setup("csi-kernel"); ServerProcess server = serve(setup);
