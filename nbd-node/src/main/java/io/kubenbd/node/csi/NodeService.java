@@ -29,6 +29,7 @@ import org.slf4j.LoggerFactory;
 
 import java.io.IOException;
 import java.nio.file.Files;
+import java.nio.file.InvalidPathException;
 import java.nio.file.Path;
 import java.util.HashMap;
 import java.util.List;
@@ -121,6 +122,26 @@ final class NodeService extends NodeGrpc.NodeImplBase {
         }
     }
 
+    /**
+     * A path argument as a {@link Path}: required, absolute and spelled in its one normal form (no
+     * "." or ".." segments, no repeated or trailing "/"). A relative path would resolve against
+     * the plugin's working directory, and ".." could lead out of kubelet's directories; one
+     * spelling per path also lets the recorded targets compare equal to mountinfo's.
+     */
+    private static Path absolutePath(String field, String value) throws StatusException {
+        require(!value.isEmpty(), field + " is required");
+        Path path;
+        try {
+            path = Path.of(value);
+        } catch (InvalidPathException e) {
+            throw invalid(field + " is not a path: " + e.getMessage());
+        }
+        require(path.isAbsolute() && path.normalize().toString().equals(value), field
+                + " must be an absolute, normalised path (no relative path, '.' or '..' segments, repeated or trailing '/'), got '"
+                + value + "'");
+        return path;
+    }
+
     /** Re-attaches what the state directory says was staged before this process started. */
     void recover() throws IOException {
         for (StagedVolume volume : state.load()) {
@@ -195,10 +216,9 @@ final class NodeService extends NodeGrpc.NodeImplBase {
         String id = request.getVolumeId();
         serve("NodeStageVolume", id, observer, () -> {
             require(!id.isEmpty(), "volume_id is required");
-            require(!request.getStagingTargetPath().isEmpty(), "staging_target_path is required");
+            Path stagingPath = absolutePath("staging_target_path", request.getStagingTargetPath());
             require(request.hasVolumeCapability(), "volume_capability is required");
             VolumeCapability capability = request.getVolumeCapability();
-            Path stagingPath = Path.of(request.getStagingTargetPath());
             StagedVolume existing = staged.get(id);
             if (existing != null) {
                 if (existing.stagingPath().equals(stagingPath) && existing.block() == capability.hasBlock()) {
@@ -254,7 +274,7 @@ final class NodeService extends NodeGrpc.NodeImplBase {
         String id = request.getVolumeId();
         serve("NodeUnstageVolume", id, observer, () -> {
             require(!id.isEmpty(), "volume_id is required");
-            require(!request.getStagingTargetPath().isEmpty(), "staging_target_path is required");
+            absolutePath("staging_target_path", request.getStagingTargetPath());
             StagedVolume volume = staged.get(id);
             if (volume == null) {
                 return NodeUnstageVolumeResponse.getDefaultInstance();
@@ -278,8 +298,8 @@ final class NodeService extends NodeGrpc.NodeImplBase {
         String id = request.getVolumeId();
         serve("NodePublishVolume", id, observer, () -> {
             require(!id.isEmpty(), "volume_id is required");
-            require(!request.getTargetPath().isEmpty(), "target_path is required");
-            require(!request.getStagingTargetPath().isEmpty(), "staging_target_path is required (STAGE_UNSTAGE_VOLUME)");
+            Path target = absolutePath("target_path", request.getTargetPath());
+            absolutePath("staging_target_path (STAGE_UNSTAGE_VOLUME)", request.getStagingTargetPath());
             require(request.hasVolumeCapability(), "volume_capability is required");
             StagedVolume volume = staged.get(id);
             if (volume == null) {
@@ -289,7 +309,6 @@ final class NodeService extends NodeGrpc.NodeImplBase {
                 throw invalid("volume " + id + " is staged as a " + (volume.block() ? "block volume" : "filesystem")
                         + " and cannot be published as the other");
             }
-            Path target = Path.of(request.getTargetPath());
             Boolean publishedReadOnly = volume.targets().get(target.toString());
             boolean readOnly = request.getReadonly() || volume.readOnly();
             if (publishedReadOnly != null && Mounter.isMountPoint(target)) {
@@ -328,8 +347,7 @@ final class NodeService extends NodeGrpc.NodeImplBase {
         String id = request.getVolumeId();
         serve("NodeUnpublishVolume", id, observer, () -> {
             require(!id.isEmpty(), "volume_id is required");
-            require(!request.getTargetPath().isEmpty(), "target_path is required");
-            Path target = Path.of(request.getTargetPath());
+            Path target = absolutePath("target_path", request.getTargetPath());
             StagedVolume volume = staged.get(id);
             if (volume == null && !Mounter.isMountPoint(target)) {
                 if (Files.exists(target)) {
@@ -359,9 +377,11 @@ final class NodeService extends NodeGrpc.NodeImplBase {
         String id = request.getVolumeId();
         serve("NodeGetVolumeStats", id, false, observer, () -> {
             require(!id.isEmpty(), "volume_id is required");
-            require(!request.getVolumePath().isEmpty(), "volume_path is required");
+            Path path = absolutePath("volume_path", request.getVolumePath());
+            if (!request.getStagingTargetPath().isEmpty()) {
+                absolutePath("staging_target_path", request.getStagingTargetPath());
+            }
             StagedVolume volume = staged.get(id);
-            Path path = Path.of(request.getVolumePath());
             if (volume == null || !Files.exists(path)) {
                 throw Status.NOT_FOUND.withDescription("volume " + id + " is not at " + path + " on node " + nodeId).asException();
             }
@@ -404,7 +424,10 @@ final class NodeService extends NodeGrpc.NodeImplBase {
         String id = request.getVolumeId();
         serve("NodeExpandVolume", id, observer, () -> {
             require(!id.isEmpty(), "volume_id is required");
-            require(!request.getVolumePath().isEmpty(), "volume_path is required");
+            absolutePath("volume_path", request.getVolumePath());
+            if (!request.getStagingTargetPath().isEmpty()) {
+                absolutePath("staging_target_path", request.getStagingTargetPath());
+            }
             StagedVolume volume = staged.get(id);
             Attachment attachment = attachments.get(id);
             if (volume == null || attachment == null) {

@@ -13,12 +13,14 @@ import io.kubenbd.node.testing.ScratchDir;
 import io.kubenbd.node.testing.ServerProcess;
 import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
+import org.assertj.core.api.ThrowableAssert.ThrowingCallable;
 import org.junit.jupiter.api.Test;
 
 import java.io.RandomAccessFile;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
+import java.util.List;
 import java.util.Map;
 
 import static org.assertj.core.api.Assertions.assertThat;
@@ -208,6 +210,60 @@ class CsiNodeIT {
                 plugin.node().nodeUnstageVolume(unstage(staging));
             }
             assertThat(sha256(setup.image())).as("the image's bytes").isEqualTo(before);
+            assertNothingAttached(setup);
+        }
+    }
+
+    /** The plugin runs in the test's directory, so a relative path would resolve inside it too. */
+    private static List<String> badSpellings(Setup setup, Path path) {
+        String relative = setup.dir().path().relativize(path).toString();
+        return List.of(relative, setup.dir().path() + "/x/../" + relative, path + "/");
+    }
+
+    private static void assertInvalidArgument(String call, String path, ThrowingCallable request) {
+        assertThatThrownBy(request).as("%s with %s", call, path).isInstanceOfSatisfying(StatusRuntimeException.class, e -> {
+            assertThat(e.getStatus().getCode()).isEqualTo(Status.Code.INVALID_ARGUMENT);
+            assertThat(e.getStatus().getDescription()).contains("must be an absolute, normalised path").contains(path);
+        });
+    }
+
+    /** Relative paths, ".." segments and trailing slashes are refused by every call that takes a path, before it acts. */
+    @Test
+    void pathsThatAreNotAbsoluteAndNormalisedAreRejected() throws Exception {
+        try (Setup setup = setup("csi-paths", 32L << 20); ServerProcess server = serve(setup);
+             CsiPluginProcess plugin = CsiPluginProcess.start(setup.dir().path(), setup.dir().resolve("state"))) {
+            var node = plugin.node();
+            Path staging = setup.dir().resolve("staging");
+            Path target = setup.dir().resolve("pod/volume");
+            for (String bad : badSpellings(setup, staging)) {
+                assertInvalidArgument("NodeStageVolume", bad, () -> node.nodeStageVolume(stage(setup, server, staging, mount("ext4"))
+                        .toBuilder().setStagingTargetPath(bad).build()));
+                assertNothingAttached(setup);
+            }
+            node.nodeStageVolume(stage(setup, server, staging, mount("ext4")));
+            List<String> stagedMounts = NodeLeftovers.mounts(setup.dir().path());
+            for (String bad : badSpellings(setup, target)) {
+                assertInvalidArgument("NodePublishVolume target", bad, () -> node.nodePublishVolume(
+                        publish(staging, target, mount("ext4")).toBuilder().setTargetPath(bad).build()));
+                assertInvalidArgument("NodeUnpublishVolume", bad, () -> node.nodeUnpublishVolume(
+                        unpublish(target).toBuilder().setTargetPath(bad).build()));
+                assertInvalidArgument("NodeGetVolumeStats volume_path", bad, () -> node.nodeGetVolumeStats(
+                        NodeGetVolumeStatsRequest.newBuilder().setVolumeId("ns/vol").setVolumePath(bad).build()));
+                assertInvalidArgument("NodeExpandVolume volume_path", bad, () -> node.nodeExpandVolume(
+                        NodeExpandVolumeRequest.newBuilder().setVolumeId("ns/vol").setVolumePath(bad).build()));
+            }
+            for (String bad : badSpellings(setup, staging)) {
+                assertInvalidArgument("NodePublishVolume staging", bad, () -> node.nodePublishVolume(
+                        publish(staging, target, mount("ext4")).toBuilder().setStagingTargetPath(bad).build()));
+                assertInvalidArgument("NodeGetVolumeStats staging", bad, () -> node.nodeGetVolumeStats(NodeGetVolumeStatsRequest
+                        .newBuilder().setVolumeId("ns/vol").setVolumePath(staging.toString()).setStagingTargetPath(bad).build()));
+                assertInvalidArgument("NodeExpandVolume staging", bad, () -> node.nodeExpandVolume(NodeExpandVolumeRequest
+                        .newBuilder().setVolumeId("ns/vol").setVolumePath(staging.toString()).setStagingTargetPath(bad).build()));
+                assertInvalidArgument("NodeUnstageVolume", bad, () -> node.nodeUnstageVolume(
+                        unstage(staging).toBuilder().setStagingTargetPath(bad).build()));
+            }
+            assertThat(NodeLeftovers.mounts(setup.dir().path())).as("nothing published, nothing unstaged").isEqualTo(stagedMounts);
+            node.nodeUnstageVolume(unstage(staging));
             assertNothingAttached(setup);
         }
     }
