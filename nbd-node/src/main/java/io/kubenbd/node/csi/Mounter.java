@@ -54,14 +54,25 @@ final class Mounter {
     }
 
     static boolean isMountPoint(Path path) throws IOException {
+        return sourceOf(path) != null;
+    }
+
+    /**
+     * What is mounted at {@code path} (a device such as /dev/loop3, or the filesystem's own name),
+     * from the last, topmost mount there; null when nothing is. mountinfo gives the mount point as
+     * field 5 and the source as the second field after the " - " separator.
+     */
+    static String sourceOf(Path path) throws IOException {
         String wanted = path.toAbsolutePath().normalize().toString();
+        String source = null;
         for (String line : Files.readAllLines(Path.of("/proc/self/mountinfo"))) {
             String[] fields = line.split(" ");
+            int separator = List.of(fields).indexOf("-");
             if (fields.length > 4 && unescape(fields[4]).equals(wanted)) {
-                return true;
+                source = separator > 0 && separator + 2 < fields.length ? unescape(fields[separator + 2]) : "";
             }
         }
-        return false;
+        return source;
     }
 
     /** mountinfo writes space, tab, newline and backslash as octal escapes. */

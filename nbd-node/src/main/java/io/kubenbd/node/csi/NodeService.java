@@ -31,6 +31,7 @@ import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.InvalidPathException;
 import java.nio.file.Path;
+import java.util.ArrayList;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
@@ -50,7 +51,15 @@ final class NodeService extends NodeGrpc.NodeImplBase {
     private final NodeState state;
     private final String fuseLibrary;
     private final boolean kernelPath;
+    /** Volumes attached by this process: each has its live entry in {@link #attachments}. */
     private final Map<String, StagedVolume> staged = new ConcurrentHashMap<>();
+    /**
+     * Volumes the state directory records but whose re-attach after a restart failed. Their
+     * recorded device and staging mount belong to no live attachment (the device may be another
+     * volume's by now), so nothing is published from them; NodeStageVolume attaches them again,
+     * NodeUnpublishVolume and NodeUnstageVolume clean up after them.
+     */
+    private final Map<String, StagedVolume> unattached = new ConcurrentHashMap<>();
     private final Map<String, Attachment> attachments = new ConcurrentHashMap<>();
     private final Map<String, ReentrantLock> locks = new ConcurrentHashMap<>();
 
@@ -165,8 +174,12 @@ final class NodeService extends NodeGrpc.NodeImplBase {
                 state.save(reattached);
                 log.info("volume={} re-attached after restart as {}", volume.volumeId(), reattached.device());
             } catch (IOException | StatusException | RuntimeException e) {
-                log.error("volume={} could not be re-attached after restart: {}", volume.volumeId(), e.toString());
-                staged.put(volume.volumeId(), volume);
+                log.error("volume={} could not be re-attached after restart, it waits for NodeStageVolume: {}",
+                        volume.volumeId(), e.toString());
+                // The old device was released above; recorded, a later restart would release it again under its next owner.
+                StagedVolume detached = volume.withDevice(null);
+                unattached.put(volume.volumeId(), detached);
+                state.save(detached);
             }
         }
     }
@@ -249,16 +262,18 @@ final class NodeService extends NodeGrpc.NodeImplBase {
             StagedVolume attached;
             try {
                 attached = attach(volume);
-            } catch (StatusException e) {
-                state.remove(id);
-                throw e;
-            } catch (IOException e) {
-                state.remove(id);
-                throw Status.UNAVAILABLE.withDescription("cannot attach " + context + ": " + e.getMessage()).asException();
+            } catch (IOException | StatusException e) {
+                if (!unattached.containsKey(id)) {
+                    // A volume waiting for re-attach keeps its record: unpublish and unstage still need it.
+                    state.remove(id);
+                }
+                throw e instanceof StatusException status ? status
+                        : Status.UNAVAILABLE.withDescription("cannot attach " + context + ": " + e.getMessage()).asException();
             }
             staged.put(id, attached);
             state.save(attached);
-            log.info("volume={} staged at {} from {}", id, stagingPath, context);
+            log.info("volume={} staged at {} from {}{}", id, stagingPath, context,
+                    unattached.remove(id) != null ? " (attached again after the plugin restarted)" : "");
             return NodeStageVolumeResponse.getDefaultInstance();
         });
     }
@@ -275,9 +290,20 @@ final class NodeService extends NodeGrpc.NodeImplBase {
         serve("NodeUnstageVolume", id, observer, () -> {
             require(!id.isEmpty(), "volume_id is required");
             absolutePath("staging_target_path", request.getStagingTargetPath());
-            StagedVolume volume = staged.get(id);
+            StagedVolume volume = recorded(id);
             if (volume == null) {
                 return NodeUnstageVolumeResponse.getDefaultInstance();
+            }
+            List<String> published = new ArrayList<>();
+            for (String target : volume.targets().keySet()) {
+                if (Mounter.isMountPoint(Path.of(target))) {
+                    published.add(target);
+                }
+            }
+            if (!published.isEmpty()) {
+                published.sort(null);
+                throw Status.FAILED_PRECONDITION.withDescription("volume " + id + " is still published at " + published
+                        + "; NodeUnpublishVolume each target first").asException();
             }
             if (!volume.block() && Mounter.isMountPoint(volume.stagingPath())) {
                 Mounter.unmount(volume.stagingPath());
@@ -287,6 +313,7 @@ final class NodeService extends NodeGrpc.NodeImplBase {
                 attachment.close();
             }
             staged.remove(id);
+            unattached.remove(id);
             state.remove(id);
             log.info("volume={} unstaged from {}", id, volume.stagingPath());
             return NodeUnstageVolumeResponse.getDefaultInstance();
@@ -301,7 +328,7 @@ final class NodeService extends NodeGrpc.NodeImplBase {
             Path target = absolutePath("target_path", request.getTargetPath());
             absolutePath("staging_target_path (STAGE_UNSTAGE_VOLUME)", request.getStagingTargetPath());
             require(request.hasVolumeCapability(), "volume_capability is required");
-            StagedVolume volume = staged.get(id);
+            StagedVolume volume = recorded(id);
             if (volume == null) {
                 throw Status.NOT_FOUND.withDescription("volume " + id + " is not staged on node " + nodeId).asException();
             }
@@ -309,6 +336,7 @@ final class NodeService extends NodeGrpc.NodeImplBase {
                 throw invalid("volume " + id + " is staged as a " + (volume.block() ? "block volume" : "filesystem")
                         + " and cannot be published as the other");
             }
+            liveAttachment(volume);
             Boolean publishedReadOnly = volume.targets().get(target.toString());
             boolean readOnly = request.getReadonly() || volume.readOnly();
             if (publishedReadOnly != null && Mounter.isMountPoint(target)) {
@@ -321,12 +349,49 @@ final class NodeService extends NodeGrpc.NodeImplBase {
             publishAt(volume, target, readOnly);
             Map<String, Boolean> targets = new HashMap<>(volume.targets());
             targets.put(target.toString(), readOnly);
-            StagedVolume updated = volume.withTargets(targets);
-            staged.put(id, updated);
-            state.save(updated);
+            update(volume.withTargets(targets));
             log.info("volume={} published at {}{}", id, target, readOnly ? " read-only" : "");
             return NodePublishVolumeResponse.getDefaultInstance();
         });
+    }
+
+    /** The volume's record, whether attached or waiting for re-attach; null when this node has none. */
+    private StagedVolume recorded(String volumeId) {
+        StagedVolume volume = staged.get(volumeId);
+        return volume != null ? volume : unattached.get(volumeId);
+    }
+
+    /** Replaces the volume's record where it is kept, in memory and in the state directory. */
+    private void update(StagedVolume volume) throws IOException {
+        (unattached.containsKey(volume.volumeId()) ? unattached : staged).put(volume.volumeId(), volume);
+        state.save(volume);
+    }
+
+    /**
+     * The attachment that owns the volume's recorded device now, with (for a filesystem) the
+     * staging path mounted from that device; else FAILED_PRECONDITION. What is bound into a pod
+     * must be this volume's data: a device number or an empty staging directory left from an
+     * earlier run may be another volume's, or the node's own disk.
+     */
+    private Attachment liveAttachment(StagedVolume volume) throws StatusException, IOException {
+        Attachment attachment = attachments.get(volume.volumeId());
+        if (attachment == null) {
+            throw Status.FAILED_PRECONDITION.withDescription("volume " + volume.volumeId() + " is not attached on this node:"
+                    + " re-attaching it after the plugin restarted failed; NodeStageVolume attaches it again").asException();
+        }
+        if (!attachment.device().equals(volume.device())) {
+            throw Status.FAILED_PRECONDITION.withDescription("volume " + volume.volumeId() + " is recorded on " + volume.device()
+                    + " but attached as " + attachment.device() + "; NodeUnstageVolume and NodeStageVolume it again").asException();
+        }
+        if (!volume.block()) {
+            String source = Mounter.sourceOf(volume.stagingPath());
+            if (!attachment.device().toString().equals(source)) {
+                throw Status.FAILED_PRECONDITION.withDescription("volume " + volume.volumeId() + ": " + volume.stagingPath()
+                        + " is " + (source == null ? "not mounted" : "mounted from " + source) + ", not from its device "
+                        + attachment.device() + "; NodeUnstageVolume and NodeStageVolume it again").asException();
+            }
+        }
+        return attachment;
     }
 
     private static void publishAt(StagedVolume volume, Path target, boolean readOnly) throws IOException {
@@ -348,7 +413,7 @@ final class NodeService extends NodeGrpc.NodeImplBase {
         serve("NodeUnpublishVolume", id, observer, () -> {
             require(!id.isEmpty(), "volume_id is required");
             Path target = absolutePath("target_path", request.getTargetPath());
-            StagedVolume volume = staged.get(id);
+            StagedVolume volume = recorded(id);
             if (volume == null && !Mounter.isMountPoint(target)) {
                 if (Files.exists(target)) {
                     Files.delete(target);
@@ -363,9 +428,7 @@ final class NodeService extends NodeGrpc.NodeImplBase {
             if (volume != null && volume.targets().containsKey(target.toString())) {
                 Map<String, Boolean> targets = new HashMap<>(volume.targets());
                 targets.remove(target.toString());
-                StagedVolume updated = volume.withTargets(targets);
-                staged.put(id, updated);
-                state.save(updated);
+                update(volume.withTargets(targets));
             }
             log.info("volume={} unpublished from {}", id, target);
             return NodeUnpublishVolumeResponse.getDefaultInstance();
@@ -381,16 +444,16 @@ final class NodeService extends NodeGrpc.NodeImplBase {
             if (!request.getStagingTargetPath().isEmpty()) {
                 absolutePath("staging_target_path", request.getStagingTargetPath());
             }
-            StagedVolume volume = staged.get(id);
+            StagedVolume volume = recorded(id);
             if (volume == null || !Files.exists(path)) {
                 throw Status.NOT_FOUND.withDescription("volume " + id + " is not at " + path + " on node " + nodeId).asException();
             }
             Attachment attachment = attachments.get(id);
             var response = NodeGetVolumeStatsResponse.newBuilder();
-            if (volume.block()) {
-                long size = attachment == null ? 0 : attachment.size();
-                response.addUsage(VolumeUsage.newBuilder().setUnit(VolumeUsage.Unit.BYTES).setTotal(size));
-            } else {
+            // Not attached, the path is a bare directory whose numbers would be the node's disk's: no usage then.
+            if (attachment != null && volume.block()) {
+                response.addUsage(VolumeUsage.newBuilder().setUnit(VolumeUsage.Unit.BYTES).setTotal(attachment.size()));
+            } else if (attachment != null) {
                 String[] df = SystemCommand.check("stat", "-f", "-c", "%S %b %f %a %c %d", path.toString()).split(" ");
                 long blockSize = Long.parseLong(df[0]);
                 long total = Long.parseLong(df[1]) * blockSize;
@@ -410,7 +473,8 @@ final class NodeService extends NodeGrpc.NodeImplBase {
     private static VolumeCondition condition(StagedVolume volume, Attachment attachment) {
         if (attachment == null) {
             return VolumeCondition.newBuilder().setAbnormal(true)
-                    .setMessage("not attached: re-attaching after the plugin restarted failed; unstage and stage again").build();
+                    .setMessage("not attached: re-attaching after the plugin restarted failed; the next NodeStageVolume"
+                            + " (a new pod using the volume) attaches it again").build();
         }
         String failure = attachment.failure();
         return failure == null
@@ -428,12 +492,11 @@ final class NodeService extends NodeGrpc.NodeImplBase {
             if (!request.getStagingTargetPath().isEmpty()) {
                 absolutePath("staging_target_path", request.getStagingTargetPath());
             }
-            StagedVolume volume = staged.get(id);
-            Attachment attachment = attachments.get(id);
-            if (volume == null || attachment == null) {
+            StagedVolume volume = recorded(id);
+            if (volume == null) {
                 throw Status.NOT_FOUND.withDescription("volume " + id + " is not staged on node " + nodeId).asException();
             }
-            long size = attachment.expand();
+            long size = liveAttachment(volume).expand();
             if (!volume.block()) {
                 if (!(DeviceContents.probe(volume.device()) instanceof DeviceContents.Filesystem(String type))) {
                     throw Status.FAILED_PRECONDITION.withDescription("volume " + id + " has no filesystem on "

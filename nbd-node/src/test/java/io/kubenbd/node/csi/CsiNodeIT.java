@@ -220,11 +220,16 @@ class CsiNodeIT {
         return List.of(relative, setup.dir().path() + "/x/../" + relative, path + "/");
     }
 
-    private static void assertInvalidArgument(String call, String path, ThrowingCallable request) {
-        assertThatThrownBy(request).as("%s with %s", call, path).isInstanceOfSatisfying(StatusRuntimeException.class, e -> {
-            assertThat(e.getStatus().getCode()).isEqualTo(Status.Code.INVALID_ARGUMENT);
-            assertThat(e.getStatus().getDescription()).contains("must be an absolute, normalised path").contains(path);
+    /** The call fails with {@code code}, and its description contains each of {@code fragments}. */
+    private static void assertFails(Status.Code code, ThrowingCallable request, String... fragments) {
+        assertThatThrownBy(request).isInstanceOfSatisfying(StatusRuntimeException.class, e -> {
+            assertThat(e.getStatus().getCode()).isEqualTo(code);
+            assertThat(e.getStatus().getDescription()).contains(fragments);
         });
+    }
+
+    private static void assertInvalidArgument(String path, ThrowingCallable request) {
+        assertFails(Status.Code.INVALID_ARGUMENT, request, "must be an absolute, normalised path", "got '" + path + "'");
     }
 
     /** Relative paths, ".." segments and trailing slashes are refused by every call that takes a path, before it acts. */
@@ -236,35 +241,90 @@ class CsiNodeIT {
             Path staging = setup.dir().resolve("staging");
             Path target = setup.dir().resolve("pod/volume");
             for (String bad : badSpellings(setup, staging)) {
-                assertInvalidArgument("NodeStageVolume", bad, () -> node.nodeStageVolume(stage(setup, server, staging, mount("ext4"))
+                assertInvalidArgument(bad, () -> node.nodeStageVolume(stage(setup, server, staging, mount("ext4"))
                         .toBuilder().setStagingTargetPath(bad).build()));
                 assertNothingAttached(setup);
             }
             node.nodeStageVolume(stage(setup, server, staging, mount("ext4")));
             List<String> stagedMounts = NodeLeftovers.mounts(setup.dir().path());
             for (String bad : badSpellings(setup, target)) {
-                assertInvalidArgument("NodePublishVolume target", bad, () -> node.nodePublishVolume(
+                assertInvalidArgument(bad, () -> node.nodePublishVolume(
                         publish(staging, target, mount("ext4")).toBuilder().setTargetPath(bad).build()));
-                assertInvalidArgument("NodeUnpublishVolume", bad, () -> node.nodeUnpublishVolume(
+                assertInvalidArgument(bad, () -> node.nodeUnpublishVolume(
                         unpublish(target).toBuilder().setTargetPath(bad).build()));
-                assertInvalidArgument("NodeGetVolumeStats volume_path", bad, () -> node.nodeGetVolumeStats(
+                assertInvalidArgument(bad, () -> node.nodeGetVolumeStats(
                         NodeGetVolumeStatsRequest.newBuilder().setVolumeId("ns/vol").setVolumePath(bad).build()));
-                assertInvalidArgument("NodeExpandVolume volume_path", bad, () -> node.nodeExpandVolume(
+                assertInvalidArgument(bad, () -> node.nodeExpandVolume(
                         NodeExpandVolumeRequest.newBuilder().setVolumeId("ns/vol").setVolumePath(bad).build()));
             }
             for (String bad : badSpellings(setup, staging)) {
-                assertInvalidArgument("NodePublishVolume staging", bad, () -> node.nodePublishVolume(
+                assertInvalidArgument(bad, () -> node.nodePublishVolume(
                         publish(staging, target, mount("ext4")).toBuilder().setStagingTargetPath(bad).build()));
-                assertInvalidArgument("NodeGetVolumeStats staging", bad, () -> node.nodeGetVolumeStats(NodeGetVolumeStatsRequest
+                assertInvalidArgument(bad, () -> node.nodeGetVolumeStats(NodeGetVolumeStatsRequest
                         .newBuilder().setVolumeId("ns/vol").setVolumePath(staging.toString()).setStagingTargetPath(bad).build()));
-                assertInvalidArgument("NodeExpandVolume staging", bad, () -> node.nodeExpandVolume(NodeExpandVolumeRequest
+                assertInvalidArgument(bad, () -> node.nodeExpandVolume(NodeExpandVolumeRequest
                         .newBuilder().setVolumeId("ns/vol").setVolumePath(staging.toString()).setStagingTargetPath(bad).build()));
-                assertInvalidArgument("NodeUnstageVolume", bad, () -> node.nodeUnstageVolume(
+                assertInvalidArgument(bad, () -> node.nodeUnstageVolume(
                         unstage(staging).toBuilder().setStagingTargetPath(bad).build()));
             }
             assertThat(NodeLeftovers.mounts(setup.dir().path())).as("nothing published, nothing unstaged").isEqualTo(stagedMounts);
             node.nodeUnstageVolume(unstage(staging));
             assertNothingAttached(setup);
+        }
+    }
+
+    /**
+     * After a restart whose re-attach failed, the recorded device and staging directory belong to
+     * no live attachment: nothing is published from them until NodeStageVolume attached the volume again.
+     */
+    @Test
+    void aVolumeWhoseReattachFailedIsPublishedOnlyAfterItIsStagedAgain() throws Exception {
+        try (Setup setup = setup("csi-stale"); ServerProcess server = serve(setup)) {
+            ScratchDir dir = setup.dir();
+            Path staging = dir.resolve("staging");
+            Path target = stagePublishWriteAndCrash(setup, server, staging);
+            server.terminate(Duration.ofSeconds(10));
+            try (CsiPluginProcess plugin = CsiPluginProcess.start(dir.path(), dir.resolve("state"))) {
+                var node = plugin.node();
+                assertThat(plugin.log()).contains("could not be re-attached after restart");
+                Path newTarget = dir.resolve("pod2/volume");
+                assertFails(Status.Code.FAILED_PRECONDITION, () -> node.nodePublishVolume(publish(staging, newTarget, mount("ext4"))),
+                        "is not attached on this node");
+                assertThat(NodeLeftovers.mounts(dir.path())).as("mounts").isEmpty();
+                assertFails(Status.Code.UNAVAILABLE, () -> node.nodeStageVolume(stage(setup, server, staging, mount("ext4"))),
+                        "cannot attach", "Connection refused");
+                assertThat(NodeLeftovers.mounts(dir.path())).as("mounts").isEmpty();
+                try (ServerProcess restarted = server.restart()) {
+                    node.nodeStageVolume(stage(setup, restarted, staging, mount("ext4")));
+                    node.nodePublishVolume(publish(staging, newTarget, mount("ext4")));
+                    assertThat(newTarget.resolve("before.txt")).hasContent("before the crash");
+                    node.nodeUnpublishVolume(unpublish(newTarget));
+                    node.nodeUnpublishVolume(unpublish(target));
+                    node.nodeUnstageVolume(unstage(staging));
+                }
+            }
+            assertNothingAttached(setup);
+            assertThat(dir.resolve("state/volumes")).isEmptyDirectory();
+        }
+    }
+
+    /** Unstaging under a published target would leave its filesystem mounted on a device being detached. */
+    @Test
+    void unstageWhilePublishedFailsAndLeavesTheVolumeInUse() throws Exception {
+        try (Setup setup = setup("csi-unstage-busy", 32L << 20); ServerProcess server = serve(setup);
+             CsiPluginProcess plugin = CsiPluginProcess.start(setup.dir().path(), setup.dir().resolve("state"))) {
+            var node = plugin.node();
+            Path staging = setup.dir().resolve("staging");
+            Path target = setup.dir().resolve("pod/volume");
+            node.nodeStageVolume(stage(setup, server, staging, mount("ext4")));
+            node.nodePublishVolume(publish(staging, target, mount("ext4")));
+            assertFails(Status.Code.FAILED_PRECONDITION, () -> node.nodeUnstageVolume(unstage(staging)),
+                    "is still published at [" + target + "]");
+            Files.writeString(target.resolve("still.txt"), "in use\n");
+            node.nodeUnpublishVolume(unpublish(target));
+            node.nodeUnstageVolume(unstage(staging));
+            assertNothingAttached(setup);
+            assertThat(fileInImage(setup.image(), "/still.txt")).isEqualTo("in use\n");
         }
     }
 
@@ -351,19 +411,25 @@ class CsiNodeIT {
         }
     }
 
+    /** A plugin stages and publishes the volume, writes before.txt through it, and is killed (SIGKILL); returns the target. */
+    private static Path stagePublishWriteAndCrash(Setup setup, ServerProcess server, Path staging) throws Exception {
+        Path target = setup.dir().resolve("pod/volume");
+        try (CsiPluginProcess plugin = CsiPluginProcess.start(setup.dir().path(), setup.dir().resolve("state"))) {
+            plugin.node().nodeStageVolume(stage(setup, server, staging, mount("ext4")));
+            plugin.node().nodePublishVolume(publish(staging, target, mount("ext4")));
+            Files.writeString(target.resolve("before.txt"), "before the crash\n");
+            PeerCommand.run(Duration.ofSeconds(60), "sync", "-f", target.resolve("before.txt").toString()).assertSuccess();
+            plugin.kill();
+        }
+        return target;
+    }
+
     @Test
     void aRestartedPluginAttachesItsVolumesAgain() throws Exception {
         try (Setup setup = setup("csi-restart"); ServerProcess server = serve(setup)) {
             ScratchDir dir = setup.dir();
             Path staging = dir.resolve("staging");
-            Path target = dir.resolve("pod/volume");
-            try (CsiPluginProcess plugin = CsiPluginProcess.start(dir.path(), dir.resolve("state"))) {
-                plugin.node().nodeStageVolume(stage(setup, server, staging, mount("ext4")));
-                plugin.node().nodePublishVolume(publish(staging, target, mount("ext4")));
-                Files.writeString(target.resolve("before.txt"), "before the crash\n");
-                PeerCommand.run(Duration.ofSeconds(60), "sync", "-f", target.resolve("before.txt").toString()).assertSuccess();
-                plugin.kill();
-            }
+            Path target = stagePublishWriteAndCrash(setup, server, staging);
             try (CsiPluginProcess plugin = CsiPluginProcess.start(dir.path(), dir.resolve("state"))) {
                 assertThat(plugin.log()).contains("re-attached after restart");
                 assertThat(target.resolve("before.txt")).hasContent("before the crash");
