@@ -139,16 +139,21 @@ final class NodeService extends NodeGrpc.NodeImplBase {
      */
     private static Path absolutePath(String field, String value) throws StatusException {
         require(!value.isEmpty(), field + " is required");
-        Path path;
-        try {
-            path = Path.of(value);
-        } catch (InvalidPathException e) {
-            throw invalid(field + " is not a path: " + e.getMessage());
-        }
-        require(path.isAbsolute() && path.normalize().toString().equals(value), field
+        Path path = normalisedPath(value);
+        require(path != null, field
                 + " must be an absolute, normalised path (no relative path, '.' or '..' segments, repeated or trailing '/'), got '"
                 + value + "'");
         return path;
+    }
+
+    /** {@code value} as a path when it is absolute and in its normal form, else null. */
+    private static Path normalisedPath(String value) {
+        try {
+            Path path = Path.of(value);
+            return path.isAbsolute() && path.normalize().toString().equals(value) ? path : null;
+        } catch (InvalidPathException e) {
+            return null;
+        }
     }
 
     /** Re-attaches what the state directory says was staged before this process started. */
@@ -440,13 +445,17 @@ final class NodeService extends NodeGrpc.NodeImplBase {
         String id = request.getVolumeId();
         serve("NodeGetVolumeStats", id, false, observer, () -> {
             require(!id.isEmpty(), "volume_id is required");
-            Path path = absolutePath("volume_path", request.getVolumePath());
+            require(!request.getVolumePath().isEmpty(), "volume_path is required");
             if (!request.getStagingTargetPath().isEmpty()) {
                 absolutePath("staging_target_path", request.getStagingTargetPath());
             }
             StagedVolume volume = recorded(id);
-            if (volume == null || !Files.exists(path)) {
-                throw Status.NOT_FOUND.withDescription("volume " + id + " is not at " + path + " on node " + nodeId).asException();
+            // The spec (and csi-sanity, with "some/path") wants NOT_FOUND for a path the volume is not at;
+            // one that is not absolute and normalised cannot be any volume's.
+            Path path = normalisedPath(request.getVolumePath());
+            if (volume == null || path == null || !Files.exists(path)) {
+                throw Status.NOT_FOUND.withDescription("volume " + id + " is not at '" + request.getVolumePath() + "' on node "
+                        + nodeId + " (volume paths are absolute and normalised)").asException();
             }
             Attachment attachment = attachments.get(id);
             var response = NodeGetVolumeStatsResponse.newBuilder();
@@ -488,13 +497,15 @@ final class NodeService extends NodeGrpc.NodeImplBase {
         String id = request.getVolumeId();
         serve("NodeExpandVolume", id, observer, () -> {
             require(!id.isEmpty(), "volume_id is required");
+            require(!request.getVolumePath().isEmpty(), "volume_path is required");
+            StagedVolume volume = recorded(id);
+            if (volume == null) {
+                // Before the paths' form: csi-sanity asks about an unknown volume at "some/path" and wants NOT_FOUND.
+                throw Status.NOT_FOUND.withDescription("volume " + id + " is not staged on node " + nodeId).asException();
+            }
             absolutePath("volume_path", request.getVolumePath());
             if (!request.getStagingTargetPath().isEmpty()) {
                 absolutePath("staging_target_path", request.getStagingTargetPath());
-            }
-            StagedVolume volume = recorded(id);
-            if (volume == null) {
-                throw Status.NOT_FOUND.withDescription("volume " + id + " is not staged on node " + nodeId).asException();
             }
             long size = liveAttachment(volume).expand();
             if (!volume.block()) {

@@ -232,7 +232,10 @@ class CsiNodeIT {
         assertFails(Status.Code.INVALID_ARGUMENT, request, "must be an absolute, normalised path", "got '" + path + "'");
     }
 
-    /** Relative paths, ".." segments and trailing slashes are refused by every call that takes a path, before it acts. */
+    /**
+     * Relative paths, ".." segments and trailing slashes are refused by every call that takes a
+     * path, before it acts: INVALID_ARGUMENT, except NodeGetVolumeStats' volume_path (NOT_FOUND).
+     */
     @Test
     void pathsThatAreNotAbsoluteAndNormalisedAreRejected() throws Exception {
         try (Setup setup = setup("csi-paths", 32L << 20); ServerProcess server = serve(setup);
@@ -252,8 +255,9 @@ class CsiNodeIT {
                         publish(staging, target, mount("ext4")).toBuilder().setTargetPath(bad).build()));
                 assertInvalidArgument(bad, () -> node.nodeUnpublishVolume(
                         unpublish(target).toBuilder().setTargetPath(bad).build()));
-                assertInvalidArgument(bad, () -> node.nodeGetVolumeStats(
-                        NodeGetVolumeStatsRequest.newBuilder().setVolumeId("ns/vol").setVolumePath(bad).build()));
+                // A path the volume is not at is NOT_FOUND for NodeGetVolumeStats (the spec; csi-sanity sends "some/path").
+                assertFails(Status.Code.NOT_FOUND, () -> node.nodeGetVolumeStats(
+                        NodeGetVolumeStatsRequest.newBuilder().setVolumeId("ns/vol").setVolumePath(bad).build()), "is not at '" + bad + "'");
                 assertInvalidArgument(bad, () -> node.nodeExpandVolume(
                         NodeExpandVolumeRequest.newBuilder().setVolumeId("ns/vol").setVolumePath(bad).build()));
             }
