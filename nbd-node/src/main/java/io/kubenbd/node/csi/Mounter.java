@@ -7,29 +7,22 @@ import java.util.ArrayList;
 import java.util.List;
 
 /**
- * Filesystems and mounts with the node's own tools: detect an existing filesystem (blkid), make
- * one only on a blank device, mount, bind-mount (read-only when asked), unmount, and tell from
+ * Filesystems and mounts with the node's own tools: make a filesystem (on a device
+ * {@link DeviceContents} found blank), mount, bind-mount (read-only when asked), unmount, and tell from
  * /proc/self/mountinfo whether a path is a mount point.
  */
 final class Mounter {
     private Mounter() {}
 
-    /** The filesystem type on the device, or null when blkid finds none (exit 2). */
-    static String filesystemOf(Path device) throws IOException {
-        var result = SystemCommand.run("blkid", "-p", "-o", "value", "-s", "TYPE", device.toString());
-        if (result.exitCode() == 2) {
-            return null;
-        }
-        if (!result.ok()) {
-            throw new IOException("blkid " + device + " failed (exit " + result.exitCode() + "): " + result.output());
-        }
-        return result.output().isBlank() ? null : result.output().strip();
-    }
-
+    /**
+     * Makes a filesystem on a device {@link DeviceContents#probe} found blank. Without -F / -f, so
+     * the tools' own checks stay on as a second guard (mkfs.xfs refuses an existing signature;
+     * mkfs.ext4 only asks on a terminal, and stdin is closed, so it never waits for an answer).
+     */
     static void format(Path device, String fsType) throws IOException {
         switch (fsType) {
-            case "ext4" -> SystemCommand.check("mkfs.ext4", "-q", "-F", "-E", "nodiscard", device.toString());
-            case "xfs" -> SystemCommand.check("mkfs.xfs", "-q", "-f", "-K", device.toString());
+            case "ext4" -> SystemCommand.check("mkfs.ext4", "-q", "-E", "nodiscard", device.toString());
+            case "xfs" -> SystemCommand.check("mkfs.xfs", "-q", "-K", device.toString());
             default -> throw new IllegalArgumentException("fsType must be ext4 or xfs, got '" + fsType + "'");
         }
     }
@@ -61,14 +54,25 @@ final class Mounter {
     }
 
     static boolean isMountPoint(Path path) throws IOException {
+        return sourceOf(path) != null;
+    }
+
+    /**
+     * What is mounted at {@code path} (a device such as /dev/loop3, or the filesystem's own name),
+     * from the last, topmost mount there; null when nothing is. mountinfo gives the mount point as
+     * field 5 and the source as the second field after the " - " separator.
+     */
+    static String sourceOf(Path path) throws IOException {
         String wanted = path.toAbsolutePath().normalize().toString();
+        String source = null;
         for (String line : Files.readAllLines(Path.of("/proc/self/mountinfo"))) {
             String[] fields = line.split(" ");
+            int separator = List.of(fields).indexOf("-");
             if (fields.length > 4 && unescape(fields[4]).equals(wanted)) {
-                return true;
+                source = separator > 0 && separator + 2 < fields.length ? unescape(fields[separator + 2]) : "";
             }
         }
-        return false;
+        return source;
     }
 
     /** mountinfo writes space, tab, newline and backslash as octal escapes. */

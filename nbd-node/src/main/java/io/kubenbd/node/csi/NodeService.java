@@ -30,7 +30,9 @@ import org.slf4j.LoggerFactory;
 import java.io.IOException;
 import java.net.InetAddress;
 import java.nio.file.Files;
+import java.nio.file.InvalidPathException;
 import java.nio.file.Path;
+import java.util.ArrayList;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
@@ -51,7 +53,15 @@ final class NodeService extends NodeGrpc.NodeImplBase {
     private final String fuseLibrary;
     private final boolean kernelPath;
     private final InetAddress sourceAddress;
+    /** Volumes attached by this process: each has its live entry in {@link #attachments}. */
     private final Map<String, StagedVolume> staged = new ConcurrentHashMap<>();
+    /**
+     * Volumes the state directory records but whose re-attach after a restart failed. Their
+     * recorded device and staging mount belong to no live attachment (the device may be another
+     * volume's by now), so nothing is published from them; NodeStageVolume attaches them again,
+     * NodeUnpublishVolume and NodeUnstageVolume clean up after them.
+     */
+    private final Map<String, StagedVolume> unattached = new ConcurrentHashMap<>();
     private final Map<String, Attachment> attachments = new ConcurrentHashMap<>();
     private final Map<String, ReentrantLock> locks = new ConcurrentHashMap<>();
 
@@ -124,6 +134,31 @@ final class NodeService extends NodeGrpc.NodeImplBase {
         }
     }
 
+    /**
+     * A path argument as a {@link Path}: required, absolute and spelled in its one normal form (no
+     * "." or ".." segments, no repeated or trailing "/"). A relative path would resolve against
+     * the plugin's working directory, and ".." could lead out of kubelet's directories; one
+     * spelling per path also lets the recorded targets compare equal to mountinfo's.
+     */
+    private static Path absolutePath(String field, String value) throws StatusException {
+        require(!value.isEmpty(), field + " is required");
+        Path path = normalisedPath(value);
+        require(path != null, field
+                + " must be an absolute, normalised path (no relative path, '.' or '..' segments, repeated or trailing '/'), got '"
+                + value + "'");
+        return path;
+    }
+
+    /** {@code value} as a path when it is absolute and in its normal form, else null. */
+    private static Path normalisedPath(String value) {
+        try {
+            Path path = Path.of(value);
+            return path.isAbsolute() && path.normalize().toString().equals(value) ? path : null;
+        } catch (InvalidPathException e) {
+            return null;
+        }
+    }
+
     /** Re-attaches what the state directory says was staged before this process started. */
     void recover() throws IOException {
         for (StagedVolume volume : state.load()) {
@@ -146,15 +181,19 @@ final class NodeService extends NodeGrpc.NodeImplBase {
                 staged.put(volume.volumeId(), reattached);
                 state.save(reattached);
                 log.info("volume={} re-attached after restart as {}", volume.volumeId(), reattached.device());
-            } catch (IOException | RuntimeException e) {
-                log.error("volume={} could not be re-attached after restart: {}", volume.volumeId(), e.toString());
-                staged.put(volume.volumeId(), volume);
+            } catch (IOException | StatusException | RuntimeException e) {
+                log.error("volume={} could not be re-attached after restart, it waits for NodeStageVolume: {}",
+                        volume.volumeId(), e.toString());
+                // The old device was released above; recorded, a later restart would release it again under its next owner.
+                StagedVolume detached = volume.withDevice(null);
+                unattached.put(volume.volumeId(), detached);
+                state.save(detached);
             }
         }
     }
 
     /** Connects, attaches and (for a filesystem) mounts at the staging path; used by stage and by recovery. */
-    private StagedVolume attach(StagedVolume volume) throws IOException {
+    private StagedVolume attach(StagedVolume volume) throws IOException, StatusException {
         Path pskFile = state.pskFile(volume.volumeId());
         ExportDialer dialer = new ExportDialer(volume.volumeId(), volume.context(), pskFile, sourceAddress, false);
         Attachment attachment = kernelPath
@@ -163,18 +202,10 @@ final class NodeService extends NodeGrpc.NodeImplBase {
                         state.fuseDir(volume.volumeId()), volume.readOnly(), fuseLibrary);
         try {
             if (!volume.block()) {
-                String existing = Mounter.filesystemOf(attachment.device());
-                if (existing == null) {
-                    if (volume.readOnly()) {
-                        throw new IOException("volume " + volume.volumeId() + " has no filesystem and is staged read-only");
-                    }
-                    Mounter.format(attachment.device(), volume.fsType());
-                    existing = volume.fsType();
-                    log.info("volume={} made {} on {}", volume.volumeId(), existing, attachment.device());
-                }
-                Mounter.mount(attachment.device(), volume.stagingPath(), existing, volume.mountFlags(), volume.readOnly());
+                String fsType = filesystemFor(volume, attachment.device());
+                Mounter.mount(attachment.device(), volume.stagingPath(), fsType, volume.mountFlags(), volume.readOnly());
             }
-        } catch (IOException | RuntimeException e) {
+        } catch (IOException | StatusException | RuntimeException e) {
             attachment.close();
             throw e;
         }
@@ -182,15 +213,34 @@ final class NodeService extends NodeGrpc.NodeImplBase {
         return volume.withDevice(attachment.device());
     }
 
+    /**
+     * The filesystem to mount from a freshly attached device: the one it holds, or a new one when
+     * it is provably blank. Anything else (a VM disk's partition table, an LVM member, data blkid
+     * cannot name) is refused untouched, since formatting it would destroy it.
+     */
+    private static String filesystemFor(StagedVolume volume, Path device) throws IOException, StatusException {
+        return switch (DeviceContents.probe(device)) {
+            case DeviceContents.Filesystem(String type) -> type;
+            case DeviceContents.Blank() when volume.readOnly() -> throw Status.FAILED_PRECONDITION.withDescription("volume "
+                    + volume.volumeId() + " is blank and staged read-only: there is no filesystem to mount").asException();
+            case DeviceContents.Blank() -> {
+                Mounter.format(device, volume.fsType());
+                log.info("volume={} made {} on blank {}", volume.volumeId(), volume.fsType(), device);
+                yield volume.fsType();
+            }
+            case DeviceContents.Occupied(String what) -> throw Status.FAILED_PRECONDITION
+                    .withDescription("volume " + volume.volumeId() + " " + what).asException();
+        };
+    }
+
     @Override
     public void nodeStageVolume(NodeStageVolumeRequest request, StreamObserver<NodeStageVolumeResponse> observer) {
         String id = request.getVolumeId();
         serve("NodeStageVolume", id, observer, () -> {
             require(!id.isEmpty(), "volume_id is required");
-            require(!request.getStagingTargetPath().isEmpty(), "staging_target_path is required");
+            Path stagingPath = absolutePath("staging_target_path", request.getStagingTargetPath());
             require(request.hasVolumeCapability(), "volume_capability is required");
             VolumeCapability capability = request.getVolumeCapability();
-            Path stagingPath = Path.of(request.getStagingTargetPath());
             StagedVolume existing = staged.get(id);
             if (existing != null) {
                 if (existing.stagingPath().equals(stagingPath) && existing.block() == capability.hasBlock()) {
@@ -221,13 +271,18 @@ final class NodeService extends NodeGrpc.NodeImplBase {
             StagedVolume attached;
             try {
                 attached = attach(volume);
-            } catch (IOException e) {
-                state.remove(id);
-                throw Status.UNAVAILABLE.withDescription("cannot attach " + context + ": " + e.getMessage()).asException();
+            } catch (IOException | StatusException e) {
+                if (!unattached.containsKey(id)) {
+                    // A volume waiting for re-attach keeps its record: unpublish and unstage still need it.
+                    state.remove(id);
+                }
+                throw e instanceof StatusException status ? status
+                        : Status.UNAVAILABLE.withDescription("cannot attach " + context + ": " + e.getMessage()).asException();
             }
             staged.put(id, attached);
             state.save(attached);
-            log.info("volume={} staged at {} from {}", id, stagingPath, context);
+            log.info("volume={} staged at {} from {}{}", id, stagingPath, context,
+                    unattached.remove(id) != null ? " (attached again after the plugin restarted)" : "");
             return NodeStageVolumeResponse.getDefaultInstance();
         });
     }
@@ -243,10 +298,21 @@ final class NodeService extends NodeGrpc.NodeImplBase {
         String id = request.getVolumeId();
         serve("NodeUnstageVolume", id, observer, () -> {
             require(!id.isEmpty(), "volume_id is required");
-            require(!request.getStagingTargetPath().isEmpty(), "staging_target_path is required");
-            StagedVolume volume = staged.get(id);
+            absolutePath("staging_target_path", request.getStagingTargetPath());
+            StagedVolume volume = recorded(id);
             if (volume == null) {
                 return NodeUnstageVolumeResponse.getDefaultInstance();
+            }
+            List<String> published = new ArrayList<>();
+            for (String target : volume.targets().keySet()) {
+                if (Mounter.isMountPoint(Path.of(target))) {
+                    published.add(target);
+                }
+            }
+            if (!published.isEmpty()) {
+                published.sort(null);
+                throw Status.FAILED_PRECONDITION.withDescription("volume " + id + " is still published at " + published
+                        + "; NodeUnpublishVolume each target first").asException();
             }
             if (!volume.block() && Mounter.isMountPoint(volume.stagingPath())) {
                 Mounter.unmount(volume.stagingPath());
@@ -256,6 +322,7 @@ final class NodeService extends NodeGrpc.NodeImplBase {
                 attachment.close();
             }
             staged.remove(id);
+            unattached.remove(id);
             state.remove(id);
             log.info("volume={} unstaged from {}", id, volume.stagingPath());
             return NodeUnstageVolumeResponse.getDefaultInstance();
@@ -267,10 +334,10 @@ final class NodeService extends NodeGrpc.NodeImplBase {
         String id = request.getVolumeId();
         serve("NodePublishVolume", id, observer, () -> {
             require(!id.isEmpty(), "volume_id is required");
-            require(!request.getTargetPath().isEmpty(), "target_path is required");
-            require(!request.getStagingTargetPath().isEmpty(), "staging_target_path is required (STAGE_UNSTAGE_VOLUME)");
+            Path target = absolutePath("target_path", request.getTargetPath());
+            absolutePath("staging_target_path (STAGE_UNSTAGE_VOLUME)", request.getStagingTargetPath());
             require(request.hasVolumeCapability(), "volume_capability is required");
-            StagedVolume volume = staged.get(id);
+            StagedVolume volume = recorded(id);
             if (volume == null) {
                 throw Status.NOT_FOUND.withDescription("volume " + id + " is not staged on node " + nodeId).asException();
             }
@@ -278,7 +345,7 @@ final class NodeService extends NodeGrpc.NodeImplBase {
                 throw invalid("volume " + id + " is staged as a " + (volume.block() ? "block volume" : "filesystem")
                         + " and cannot be published as the other");
             }
-            Path target = Path.of(request.getTargetPath());
+            liveAttachment(volume);
             Boolean publishedReadOnly = volume.targets().get(target.toString());
             boolean readOnly = request.getReadonly() || volume.readOnly();
             if (publishedReadOnly != null && Mounter.isMountPoint(target)) {
@@ -291,12 +358,49 @@ final class NodeService extends NodeGrpc.NodeImplBase {
             publishAt(volume, target, readOnly);
             Map<String, Boolean> targets = new HashMap<>(volume.targets());
             targets.put(target.toString(), readOnly);
-            StagedVolume updated = volume.withTargets(targets);
-            staged.put(id, updated);
-            state.save(updated);
+            update(volume.withTargets(targets));
             log.info("volume={} published at {}{}", id, target, readOnly ? " read-only" : "");
             return NodePublishVolumeResponse.getDefaultInstance();
         });
+    }
+
+    /** The volume's record, whether attached or waiting for re-attach; null when this node has none. */
+    private StagedVolume recorded(String volumeId) {
+        StagedVolume volume = staged.get(volumeId);
+        return volume != null ? volume : unattached.get(volumeId);
+    }
+
+    /** Replaces the volume's record where it is kept, in memory and in the state directory. */
+    private void update(StagedVolume volume) throws IOException {
+        (unattached.containsKey(volume.volumeId()) ? unattached : staged).put(volume.volumeId(), volume);
+        state.save(volume);
+    }
+
+    /**
+     * The attachment that owns the volume's recorded device now, with (for a filesystem) the
+     * staging path mounted from that device; else FAILED_PRECONDITION. What is bound into a pod
+     * must be this volume's data: a device number or an empty staging directory left from an
+     * earlier run may be another volume's, or the node's own disk.
+     */
+    private Attachment liveAttachment(StagedVolume volume) throws StatusException, IOException {
+        Attachment attachment = attachments.get(volume.volumeId());
+        if (attachment == null) {
+            throw Status.FAILED_PRECONDITION.withDescription("volume " + volume.volumeId() + " is not attached on this node:"
+                    + " re-attaching it after the plugin restarted failed; NodeStageVolume attaches it again").asException();
+        }
+        if (!attachment.device().equals(volume.device())) {
+            throw Status.FAILED_PRECONDITION.withDescription("volume " + volume.volumeId() + " is recorded on " + volume.device()
+                    + " but attached as " + attachment.device() + "; NodeUnstageVolume and NodeStageVolume it again").asException();
+        }
+        if (!volume.block()) {
+            String source = Mounter.sourceOf(volume.stagingPath());
+            if (!attachment.device().toString().equals(source)) {
+                throw Status.FAILED_PRECONDITION.withDescription("volume " + volume.volumeId() + ": " + volume.stagingPath()
+                        + " is " + (source == null ? "not mounted" : "mounted from " + source) + ", not from its device "
+                        + attachment.device() + "; NodeUnstageVolume and NodeStageVolume it again").asException();
+            }
+        }
+        return attachment;
     }
 
     private static void publishAt(StagedVolume volume, Path target, boolean readOnly) throws IOException {
@@ -317,9 +421,8 @@ final class NodeService extends NodeGrpc.NodeImplBase {
         String id = request.getVolumeId();
         serve("NodeUnpublishVolume", id, observer, () -> {
             require(!id.isEmpty(), "volume_id is required");
-            require(!request.getTargetPath().isEmpty(), "target_path is required");
-            Path target = Path.of(request.getTargetPath());
-            StagedVolume volume = staged.get(id);
+            Path target = absolutePath("target_path", request.getTargetPath());
+            StagedVolume volume = recorded(id);
             if (volume == null && !Mounter.isMountPoint(target)) {
                 if (Files.exists(target)) {
                     Files.delete(target);
@@ -334,9 +437,7 @@ final class NodeService extends NodeGrpc.NodeImplBase {
             if (volume != null && volume.targets().containsKey(target.toString())) {
                 Map<String, Boolean> targets = new HashMap<>(volume.targets());
                 targets.remove(target.toString());
-                StagedVolume updated = volume.withTargets(targets);
-                staged.put(id, updated);
-                state.save(updated);
+                update(volume.withTargets(targets));
             }
             log.info("volume={} unpublished from {}", id, target);
             return NodeUnpublishVolumeResponse.getDefaultInstance();
@@ -349,17 +450,23 @@ final class NodeService extends NodeGrpc.NodeImplBase {
         serve("NodeGetVolumeStats", id, false, observer, () -> {
             require(!id.isEmpty(), "volume_id is required");
             require(!request.getVolumePath().isEmpty(), "volume_path is required");
-            StagedVolume volume = staged.get(id);
-            Path path = Path.of(request.getVolumePath());
-            if (volume == null || !Files.exists(path)) {
-                throw Status.NOT_FOUND.withDescription("volume " + id + " is not at " + path + " on node " + nodeId).asException();
+            if (!request.getStagingTargetPath().isEmpty()) {
+                absolutePath("staging_target_path", request.getStagingTargetPath());
+            }
+            StagedVolume volume = recorded(id);
+            // The spec (and csi-sanity, with "some/path") wants NOT_FOUND for a path the volume is not at;
+            // one that is not absolute and normalised cannot be any volume's.
+            Path path = normalisedPath(request.getVolumePath());
+            if (volume == null || path == null || !Files.exists(path)) {
+                throw Status.NOT_FOUND.withDescription("volume " + id + " is not at '" + request.getVolumePath() + "' on node "
+                        + nodeId + " (volume paths are absolute and normalised)").asException();
             }
             Attachment attachment = attachments.get(id);
             var response = NodeGetVolumeStatsResponse.newBuilder();
-            if (volume.block()) {
-                long size = attachment == null ? 0 : attachment.size();
-                response.addUsage(VolumeUsage.newBuilder().setUnit(VolumeUsage.Unit.BYTES).setTotal(size));
-            } else {
+            // Not attached, the path is a bare directory whose numbers would be the node's disk's: no usage then.
+            if (attachment != null && volume.block()) {
+                response.addUsage(VolumeUsage.newBuilder().setUnit(VolumeUsage.Unit.BYTES).setTotal(attachment.size()));
+            } else if (attachment != null) {
                 String[] df = SystemCommand.check("stat", "-f", "-c", "%S %b %f %a %c %d", path.toString()).split(" ");
                 long blockSize = Long.parseLong(df[0]);
                 long total = Long.parseLong(df[1]) * blockSize;
@@ -379,7 +486,8 @@ final class NodeService extends NodeGrpc.NodeImplBase {
     private static VolumeCondition condition(StagedVolume volume, Attachment attachment) {
         if (attachment == null) {
             return VolumeCondition.newBuilder().setAbnormal(true)
-                    .setMessage("not attached: re-attaching after the plugin restarted failed; unstage and stage again").build();
+                    .setMessage("not attached: re-attaching after the plugin restarted failed; the next NodeStageVolume"
+                            + " (a new pod using the volume) attaches it again").build();
         }
         String failure = attachment.failure();
         return failure == null
@@ -394,14 +502,22 @@ final class NodeService extends NodeGrpc.NodeImplBase {
         serve("NodeExpandVolume", id, observer, () -> {
             require(!id.isEmpty(), "volume_id is required");
             require(!request.getVolumePath().isEmpty(), "volume_path is required");
-            StagedVolume volume = staged.get(id);
-            Attachment attachment = attachments.get(id);
-            if (volume == null || attachment == null) {
+            StagedVolume volume = recorded(id);
+            if (volume == null) {
+                // Before the paths' form: csi-sanity asks about an unknown volume at "some/path" and wants NOT_FOUND.
                 throw Status.NOT_FOUND.withDescription("volume " + id + " is not staged on node " + nodeId).asException();
             }
-            long size = attachment.expand();
+            absolutePath("volume_path", request.getVolumePath());
+            if (!request.getStagingTargetPath().isEmpty()) {
+                absolutePath("staging_target_path", request.getStagingTargetPath());
+            }
+            long size = liveAttachment(volume).expand();
             if (!volume.block()) {
-                Mounter.growFilesystem(volume.device(), volume.stagingPath(), Mounter.filesystemOf(volume.device()));
+                if (!(DeviceContents.probe(volume.device()) instanceof DeviceContents.Filesystem(String type))) {
+                    throw Status.FAILED_PRECONDITION.withDescription("volume " + id + " has no filesystem on "
+                            + volume.device() + " to grow").asException();
+                }
+                Mounter.growFilesystem(volume.device(), volume.stagingPath(), type);
             }
             log.info("volume={} expanded to {} bytes", id, size);
             return NodeExpandVolumeResponse.newBuilder().setCapacityBytes(size).build();

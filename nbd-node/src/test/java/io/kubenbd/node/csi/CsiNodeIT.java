@@ -13,12 +13,14 @@ import io.kubenbd.node.testing.ScratchDir;
 import io.kubenbd.node.testing.ServerProcess;
 import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
+import org.assertj.core.api.ThrowableAssert.ThrowingCallable;
 import org.junit.jupiter.api.Test;
 
 import java.io.RandomAccessFile;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
+import java.util.List;
 import java.util.Map;
 
 import static org.assertj.core.api.Assertions.assertThat;
@@ -170,6 +172,166 @@ class CsiNodeIT {
         }
     }
 
+    /** Nothing the plugin made for the test is left mounted or attached: no mount and no loop device under its directory. */
+    private static void assertNothingAttached(Setup setup) throws Exception {
+        assertThat(NodeLeftovers.mounts(setup.dir().path())).as("mounts under %s", setup.dir().path()).isEmpty();
+        assertThat(NodeLeftovers.loopDevices(setup.dir().path())).as("loop devices on files under %s", setup.dir().path()).isEmpty();
+    }
+
+    private static String sha256(Path file) throws Exception {
+        var digest = java.security.MessageDigest.getInstance("SHA-256");
+        try (var in = Files.newInputStream(file)) {
+            byte[] buffer = new byte[1 << 20];
+            for (int n; (n = in.read(buffer)) > 0; ) {
+                digest.update(buffer, 0, n);
+            }
+        }
+        return java.util.HexFormat.of().formatHex(digest.digest());
+    }
+
+    /** A VM disk image (a partition table, no filesystem on the whole device) is never formatted for a Filesystem volume. */
+    @Test
+    void partitionedDiskIsNotFormatted() throws Exception {
+        try (Setup setup = setup("csi-partitioned", 32L << 20)) {
+            DiskSignatures.dosPartitionTable(setup.image());
+            String before = sha256(setup.image());
+            try (ServerProcess server = serve(setup);
+                 CsiPluginProcess plugin = CsiPluginProcess.start(setup.dir().path(), setup.dir().resolve("state"))) {
+                Path staging = setup.dir().resolve("staging");
+                assertThatThrownBy(() -> plugin.node().nodeStageVolume(stage(setup, server, staging, mount("ext4"))))
+                        .isInstanceOfSatisfying(StatusRuntimeException.class, e -> {
+                            assertThat(e.getStatus().getCode()).isEqualTo(Status.Code.FAILED_PRECONDITION);
+                            assertThat(e.getStatus().getDescription())
+                                    .contains("holds a dos partition table; consume it as a Block volume");
+                        });
+                assertNothingAttached(setup);
+                // The same disk as a Block volume is what a VM needs, and works.
+                plugin.node().nodeStageVolume(stage(setup, server, staging, block()));
+                plugin.node().nodeUnstageVolume(unstage(staging));
+            }
+            assertThat(sha256(setup.image())).as("the image's bytes").isEqualTo(before);
+            assertNothingAttached(setup);
+        }
+    }
+
+    /** The plugin runs in the test's directory, so a relative path would resolve inside it too. */
+    private static List<String> badSpellings(Setup setup, Path path) {
+        String relative = setup.dir().path().relativize(path).toString();
+        return List.of(relative, setup.dir().path() + "/x/../" + relative, path + "/");
+    }
+
+    /** The call fails with {@code code}, and its description contains each of {@code fragments}. */
+    private static void assertFails(Status.Code code, ThrowingCallable request, String... fragments) {
+        assertThatThrownBy(request).isInstanceOfSatisfying(StatusRuntimeException.class, e -> {
+            assertThat(e.getStatus().getCode()).isEqualTo(code);
+            assertThat(e.getStatus().getDescription()).contains(fragments);
+        });
+    }
+
+    private static void assertInvalidArgument(String path, ThrowingCallable request) {
+        assertFails(Status.Code.INVALID_ARGUMENT, request, "must be an absolute, normalised path", "got '" + path + "'");
+    }
+
+    /**
+     * Relative paths, ".." segments and trailing slashes are refused by every call that takes a
+     * path, before it acts: INVALID_ARGUMENT, except NodeGetVolumeStats' volume_path (NOT_FOUND).
+     */
+    @Test
+    void pathsThatAreNotAbsoluteAndNormalisedAreRejected() throws Exception {
+        try (Setup setup = setup("csi-paths", 32L << 20); ServerProcess server = serve(setup);
+             CsiPluginProcess plugin = CsiPluginProcess.start(setup.dir().path(), setup.dir().resolve("state"))) {
+            var node = plugin.node();
+            Path staging = setup.dir().resolve("staging");
+            Path target = setup.dir().resolve("pod/volume");
+            for (String bad : badSpellings(setup, staging)) {
+                assertInvalidArgument(bad, () -> node.nodeStageVolume(stage(setup, server, staging, mount("ext4"))
+                        .toBuilder().setStagingTargetPath(bad).build()));
+                assertNothingAttached(setup);
+            }
+            node.nodeStageVolume(stage(setup, server, staging, mount("ext4")));
+            List<String> stagedMounts = NodeLeftovers.mounts(setup.dir().path());
+            for (String bad : badSpellings(setup, target)) {
+                assertInvalidArgument(bad, () -> node.nodePublishVolume(
+                        publish(staging, target, mount("ext4")).toBuilder().setTargetPath(bad).build()));
+                assertInvalidArgument(bad, () -> node.nodeUnpublishVolume(
+                        unpublish(target).toBuilder().setTargetPath(bad).build()));
+                // A path the volume is not at is NOT_FOUND for NodeGetVolumeStats (the spec; csi-sanity sends "some/path").
+                assertFails(Status.Code.NOT_FOUND, () -> node.nodeGetVolumeStats(
+                        NodeGetVolumeStatsRequest.newBuilder().setVolumeId("ns/vol").setVolumePath(bad).build()), "is not at '" + bad + "'");
+                assertInvalidArgument(bad, () -> node.nodeExpandVolume(
+                        NodeExpandVolumeRequest.newBuilder().setVolumeId("ns/vol").setVolumePath(bad).build()));
+            }
+            for (String bad : badSpellings(setup, staging)) {
+                assertInvalidArgument(bad, () -> node.nodePublishVolume(
+                        publish(staging, target, mount("ext4")).toBuilder().setStagingTargetPath(bad).build()));
+                assertInvalidArgument(bad, () -> node.nodeGetVolumeStats(NodeGetVolumeStatsRequest
+                        .newBuilder().setVolumeId("ns/vol").setVolumePath(staging.toString()).setStagingTargetPath(bad).build()));
+                assertInvalidArgument(bad, () -> node.nodeExpandVolume(NodeExpandVolumeRequest
+                        .newBuilder().setVolumeId("ns/vol").setVolumePath(staging.toString()).setStagingTargetPath(bad).build()));
+                assertInvalidArgument(bad, () -> node.nodeUnstageVolume(
+                        unstage(staging).toBuilder().setStagingTargetPath(bad).build()));
+            }
+            assertThat(NodeLeftovers.mounts(setup.dir().path())).as("nothing published, nothing unstaged").isEqualTo(stagedMounts);
+            node.nodeUnstageVolume(unstage(staging));
+            assertNothingAttached(setup);
+        }
+    }
+
+    /**
+     * After a restart whose re-attach failed, the recorded device and staging directory belong to
+     * no live attachment: nothing is published from them until NodeStageVolume attached the volume again.
+     */
+    @Test
+    void aVolumeWhoseReattachFailedIsPublishedOnlyAfterItIsStagedAgain() throws Exception {
+        try (Setup setup = setup("csi-stale"); ServerProcess server = serve(setup)) {
+            ScratchDir dir = setup.dir();
+            Path staging = dir.resolve("staging");
+            Path target = stagePublishWriteAndCrash(setup, server, staging);
+            server.terminate(Duration.ofSeconds(10));
+            try (CsiPluginProcess plugin = CsiPluginProcess.start(dir.path(), dir.resolve("state"))) {
+                var node = plugin.node();
+                assertThat(plugin.log()).contains("could not be re-attached after restart");
+                Path newTarget = dir.resolve("pod2/volume");
+                assertFails(Status.Code.FAILED_PRECONDITION, () -> node.nodePublishVolume(publish(staging, newTarget, mount("ext4"))),
+                        "is not attached on this node");
+                assertThat(NodeLeftovers.mounts(dir.path())).as("mounts").isEmpty();
+                assertFails(Status.Code.UNAVAILABLE, () -> node.nodeStageVolume(stage(setup, server, staging, mount("ext4"))),
+                        "cannot attach", "Connection refused");
+                assertThat(NodeLeftovers.mounts(dir.path())).as("mounts").isEmpty();
+                try (ServerProcess restarted = server.restart()) {
+                    node.nodeStageVolume(stage(setup, restarted, staging, mount("ext4")));
+                    node.nodePublishVolume(publish(staging, newTarget, mount("ext4")));
+                    assertThat(newTarget.resolve("before.txt")).hasContent("before the crash");
+                    node.nodeUnpublishVolume(unpublish(newTarget));
+                    node.nodeUnpublishVolume(unpublish(target));
+                    node.nodeUnstageVolume(unstage(staging));
+                }
+            }
+            assertNothingAttached(setup);
+            assertThat(dir.resolve("state/volumes")).isEmptyDirectory();
+        }
+    }
+
+    /** Unstaging under a published target would leave its filesystem mounted on a device being detached. */
+    @Test
+    void unstageWhilePublishedFailsAndLeavesTheVolumeInUse() throws Exception {
+        try (Setup setup = setup("csi-unstage-busy", 32L << 20); ServerProcess server = serve(setup);
+             CsiPluginProcess plugin = CsiPluginProcess.start(setup.dir().path(), setup.dir().resolve("state"))) {
+            var node = plugin.node();
+            Path staging = setup.dir().resolve("staging");
+            Path target = setup.dir().resolve("pod/volume");
+            node.nodeStageVolume(stage(setup, server, staging, mount("ext4")));
+            node.nodePublishVolume(publish(staging, target, mount("ext4")));
+            assertFails(Status.Code.FAILED_PRECONDITION, () -> node.nodeUnstageVolume(unstage(staging)),
+                    "is still published at [" + target + "]");
+            Files.writeString(target.resolve("still.txt"), "in use\n");
+            node.nodeUnpublishVolume(unpublish(target));
+            node.nodeUnstageVolume(unstage(staging));
+            assertNothingAttached(setup);
+            assertThat(fileInImage(setup.image(), "/still.txt")).isEqualTo("in use\n");
+        }
+    }
+
     @Test
     void theKernelPathNamesWhatIsMissingOnANodeWithoutTheNbdDriver() throws Exception {
         try (Setup setup = setup("csi-kernel"); ServerProcess server = serve(setup);
@@ -253,19 +415,25 @@ class CsiNodeIT {
         }
     }
 
+    /** A plugin stages and publishes the volume, writes before.txt through it, and is killed (SIGKILL); returns the target. */
+    private static Path stagePublishWriteAndCrash(Setup setup, ServerProcess server, Path staging) throws Exception {
+        Path target = setup.dir().resolve("pod/volume");
+        try (CsiPluginProcess plugin = CsiPluginProcess.start(setup.dir().path(), setup.dir().resolve("state"))) {
+            plugin.node().nodeStageVolume(stage(setup, server, staging, mount("ext4")));
+            plugin.node().nodePublishVolume(publish(staging, target, mount("ext4")));
+            Files.writeString(target.resolve("before.txt"), "before the crash\n");
+            PeerCommand.run(Duration.ofSeconds(60), "sync", "-f", target.resolve("before.txt").toString()).assertSuccess();
+            plugin.kill();
+        }
+        return target;
+    }
+
     @Test
     void aRestartedPluginAttachesItsVolumesAgain() throws Exception {
         try (Setup setup = setup("csi-restart"); ServerProcess server = serve(setup)) {
             ScratchDir dir = setup.dir();
             Path staging = dir.resolve("staging");
-            Path target = dir.resolve("pod/volume");
-            try (CsiPluginProcess plugin = CsiPluginProcess.start(dir.path(), dir.resolve("state"))) {
-                plugin.node().nodeStageVolume(stage(setup, server, staging, mount("ext4")));
-                plugin.node().nodePublishVolume(publish(staging, target, mount("ext4")));
-                Files.writeString(target.resolve("before.txt"), "before the crash\n");
-                PeerCommand.run(Duration.ofSeconds(60), "sync", "-f", target.resolve("before.txt").toString()).assertSuccess();
-                plugin.kill();
-            }
+            Path target = stagePublishWriteAndCrash(setup, server, staging);
             try (CsiPluginProcess plugin = CsiPluginProcess.start(dir.path(), dir.resolve("state"))) {
                 assertThat(plugin.log()).contains("re-attached after restart");
                 assertThat(target.resolve("before.txt")).hasContent("before the crash");

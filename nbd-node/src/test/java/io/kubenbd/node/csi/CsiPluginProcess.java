@@ -19,7 +19,7 @@ import java.util.concurrent.TimeUnit;
 
 /**
  * {@code nbd-node csi} from the packaged jar, as kubelet would run it, with a gRPC client on its
- * socket. Stopped by PID: SIGTERM in {@link #close}, SIGKILL in {@link #kill} (a crashed plugin).
+ * socket, in {@code directory} as its working directory. Stopped by PID: SIGTERM in {@link #close}, SIGKILL in {@link #kill} (a crashed plugin).
  */
 final class CsiPluginProcess implements AutoCloseable {
     private final Process process;
@@ -44,7 +44,9 @@ final class CsiPluginProcess implements AutoCloseable {
         List<String> command = new ArrayList<>(List.of(NbdNodeJar.java(), "-jar", NbdNodeJar.jar(), "csi",
                 "--endpoint", "unix://" + socket, "--node-id", "test-node", "--state-dir", stateDir.toString()));
         command.addAll(List.of(options));
-        Process process = new ProcessBuilder(command).redirectErrorStream(true).redirectOutput(log.toFile()).start();
+        // Run in the test's directory: a relative path the plugin wrongly honoured lands where NodeLeftovers finds it.
+        Process process = new ProcessBuilder(command).directory(directory.toFile()).redirectErrorStream(true)
+                .redirectOutput(log.toFile()).start();
         Instant deadline = Instant.now().plusSeconds(60);
         while (!Files.exists(socket) && process.isAlive() && Instant.now().isBefore(deadline)) {
             Thread.sleep(100);

@@ -18,17 +18,28 @@ final class NodeLeftovers {
     private NodeLeftovers() {}
 
     static void release(Path dir) throws IOException, InterruptedException {
-        String prefix = dir.toAbsolutePath().toString();
-        List<String> mounts = Files.readAllLines(Path.of("/proc/self/mountinfo")).stream()
-                .map(line -> line.split(" ")[4]).filter(m -> m.startsWith(prefix))
-                .sorted(Comparator.comparingInt(String::length).reversed()).toList();
-        for (String mount : mounts) {
+        // Listed first: once the FUSE mount under dir is gone, losetup shows the backing file without dir's prefix.
+        List<String> loops = loopDevices(dir);
+        for (String mount : mounts(dir)) {
             PeerCommand.run(Duration.ofSeconds(10), "umount", "-l", mount);
         }
-        for (String line : PeerCommand.run(Duration.ofSeconds(10), "losetup", "-a").stdout().lines().toList()) {
-            if (line.contains(prefix)) {
-                PeerCommand.run(Duration.ofSeconds(10), "losetup", "-d", line.substring(0, line.indexOf(':')));
-            }
+        for (String loop : loops) {
+            PeerCommand.run(Duration.ofSeconds(10), "losetup", "-d", loop);
         }
+    }
+
+    /** Mount points under {@code dir}, deepest first. */
+    static List<String> mounts(Path dir) throws IOException {
+        String prefix = dir.toAbsolutePath().toString();
+        return Files.readAllLines(Path.of("/proc/self/mountinfo")).stream()
+                .map(line -> line.split(" ")[4]).filter(m -> m.startsWith(prefix))
+                .sorted(Comparator.comparingInt(String::length).reversed()).toList();
+    }
+
+    /** Loop devices whose backing file lies under {@code dir}. */
+    static List<String> loopDevices(Path dir) throws IOException, InterruptedException {
+        String prefix = dir.toAbsolutePath().toString();
+        return PeerCommand.run(Duration.ofSeconds(10), "losetup", "-a").stdout().lines()
+                .filter(line -> line.contains(prefix)).map(line -> line.substring(0, line.indexOf(':'))).toList();
     }
 }
