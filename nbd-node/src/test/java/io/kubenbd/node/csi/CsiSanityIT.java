@@ -63,7 +63,7 @@ class CsiSanityIT {
             Path socket = dir.resolve("driver.sock");
             controller.serve(socket, new SanityController.IdentityWithController(),
                     new NodeService("sanity-node", new NodeState(dir.resolve("state")), CsiServer.DEFAULT_FUSE_LIBRARY,
-                            NodeService.AttachMode.AUTO));
+                            NodeService.AttachMode.AUTO, null));
             try {
                 String report = runSanity(dir, List.of("-csi.endpoint", "unix://" + socket,
                         "-ginkgo.focus", "Node Service"), () -> "(in this JVM: see the test output)", 23);
