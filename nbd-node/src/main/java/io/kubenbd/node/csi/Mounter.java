@@ -21,7 +21,8 @@ final class Mounter {
      */
     static void format(Path device, String fsType) throws IOException {
         switch (fsType) {
-            case "ext4" -> SystemCommand.check("mkfs.ext4", "-q", "-E", "nodiscard", device.toString());
+            // Multi-mount protection: a second node mounting it read-write by mistake is refused by the kernel.
+            case "ext4" -> SystemCommand.check("mkfs.ext4", "-q", "-O", "mmp", "-E", "nodiscard", device.toString());
             case "xfs" -> SystemCommand.check("mkfs.xfs", "-q", "-K", device.toString());
             default -> throw new IllegalArgumentException("fsType must be ext4 or xfs, got '" + fsType + "'");
         }

@@ -195,7 +195,7 @@ final class NodeService extends NodeGrpc.NodeImplBase {
     /** Connects, attaches and (for a filesystem) mounts at the staging path; used by stage and by recovery. */
     private StagedVolume attach(StagedVolume volume) throws IOException, StatusException {
         Path pskFile = state.pskFile(volume.volumeId());
-        ExportDialer dialer = new ExportDialer(volume.volumeId(), volume.context(), pskFile, sourceAddress, false);
+        ExportDialer dialer = new ExportDialer(volume.volumeId(), volume.context(), pskFile, sourceAddress, volume.soleWriter());
         Attachment attachment = kernelPath
                 ? KernelAttachment.attach(dialer, volume.readOnly())
                 : UserspaceAttachment.attach(volume.volumeId(), ExportConnections.open(dialer),
@@ -267,7 +267,7 @@ final class NodeService extends NodeGrpc.NodeImplBase {
             require(block || List.of("ext4", "xfs").contains(fsType), "fs_type must be ext4 or xfs, got '" + fsType + "'");
             StagedVolume volume = new StagedVolume(id, stagingPath, context, block, fsType,
                     block ? List.of() : capability.getMount().getMountFlagsList(), readOnly(capability),
-                    state.fuseDir(id), null, Map.of());
+                    state.fuseDir(id), null, Map.of(), soleWriter(capability));
             StagedVolume attached;
             try {
                 attached = attach(volume);
@@ -276,8 +276,13 @@ final class NodeService extends NodeGrpc.NodeImplBase {
                     // A volume waiting for re-attach keeps its record: unpublish and unstage still need it.
                     state.remove(id);
                 }
-                throw e instanceof StatusException status ? status
-                        : Status.UNAVAILABLE.withDescription("cannot attach " + context + ": " + e.getMessage()).asException();
+                throw switch (e) {
+                    case StatusException status -> status;
+                    case ExportDialer.ClaimRefusedException refused ->
+                            Status.FAILED_PRECONDITION.withDescription(refused.getMessage()).asException();
+                    default -> Status.UNAVAILABLE.withDescription("cannot attach " + context + ": " + e.getMessage())
+                            .asException();
+                };
             }
             staged.put(id, attached);
             state.save(attached);
@@ -285,6 +290,16 @@ final class NodeService extends NodeGrpc.NodeImplBase {
                     unattached.remove(id) != null ? " (attached again after the plugin restarted)" : "");
             return NodeStageVolumeResponse.getDefaultInstance();
         });
+    }
+
+    /**
+     * Whether a stage takes the volume read-write for this node alone: every read-write
+     * filesystem (ext4 and xfs cannot be mounted by two nodes), and every read-write block
+     * volume except a multi-node multi-writer one (a VM's live migration opens it on two nodes).
+     */
+    private static boolean soleWriter(VolumeCapability capability) {
+        return !readOnly(capability) && (capability.hasMount()
+                || capability.getAccessMode().getMode() != VolumeCapability.AccessMode.Mode.MULTI_NODE_MULTI_WRITER);
     }
 
     private static boolean readOnly(VolumeCapability capability) {

@@ -11,9 +11,12 @@ import java.util.Map;
  *
  * @param block      a raw block volume (else a filesystem mounted at {@code stagingPath})
  * @param targets    where it is published, each with whether read-only
+ * @param soleWriter this node holds it read-write alone: its connections take the server's
+ *                   single-writer claim, so no other node can change it meanwhile
  */
 record StagedVolume(String volumeId, Path stagingPath, VolumeContext context, boolean block, String fsType,
-                    List<String> mountFlags, boolean readOnly, Path fuseDir, Path device, Map<String, Boolean> targets) {
+                    List<String> mountFlags, boolean readOnly, Path fuseDir, Path device, Map<String, Boolean> targets,
+                    boolean soleWriter) {
 
     StagedVolume {
         mountFlags = List.copyOf(mountFlags);
@@ -21,10 +24,10 @@ record StagedVolume(String volumeId, Path stagingPath, VolumeContext context, bo
     }
 
     StagedVolume withDevice(Path newDevice) {
-        return new StagedVolume(volumeId, stagingPath, context, block, fsType, mountFlags, readOnly, fuseDir, newDevice, targets);
+        return new StagedVolume(volumeId, stagingPath, context, block, fsType, mountFlags, readOnly, fuseDir, newDevice, targets, soleWriter);
     }
 
     StagedVolume withTargets(Map<String, Boolean> newTargets) {
-        return new StagedVolume(volumeId, stagingPath, context, block, fsType, mountFlags, readOnly, fuseDir, device, newTargets);
+        return new StagedVolume(volumeId, stagingPath, context, block, fsType, mountFlags, readOnly, fuseDir, device, newTargets, soleWriter);
     }
 }

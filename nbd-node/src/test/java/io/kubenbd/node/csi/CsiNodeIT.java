@@ -214,6 +214,56 @@ class CsiNodeIT {
         }
     }
 
+    /**
+     * Single-node read-write across nodes: node A stages and writes; node B (another source
+     * address, as another node's plugin has) cannot stage the same volume while A holds it, and
+     * A's data are intact; once A lets go, B stages it and finds them.
+     */
+    @Test
+    void aSecondNodeCannotStageAVolumeHeldReadWriteElsewhere() throws Exception {
+        try (Setup setup = setup("csi-two-nodes"); ServerProcess server = serve(setup)) {
+            Path nodeA = Files.createDirectories(setup.dir().resolve("node-a"));
+            Path nodeB = Files.createDirectories(setup.dir().resolve("node-b"));
+            try (CsiPluginProcess a = CsiPluginProcess.start(nodeA, nodeA.resolve("state"), "--source-address", "127.0.0.1");
+                 CsiPluginProcess b = CsiPluginProcess.start(nodeB, nodeB.resolve("state"), "--source-address", "127.0.0.2")) {
+                Path stagingA = nodeA.resolve("staging");
+                Path targetA = nodeA.resolve("pod/volume");
+                a.node().nodeStageVolume(stage(setup, server, stagingA, mount("ext4")));
+                a.node().nodePublishVolume(publish(stagingA, targetA, mount("ext4")));
+                Files.writeString(targetA.resolve("owner.txt"), "node a\n");
+                PeerCommand.run(Duration.ofSeconds(60), "sync", "-f", targetA.resolve("owner.txt").toString()).assertSuccess();
+
+                Path stagingB = nodeB.resolve("staging");
+                for (VolumeCapability capability : List.of(mount("ext4"), block())) {
+                    assertFails(Status.Code.FAILED_PRECONDITION,
+                            () -> b.node().nodeStageVolume(stage(setup, server, stagingB, capability)),
+                            "in use read-write on another node", "127.0.0.1");
+                }
+                assertThat(NodeLeftovers.mounts(nodeB)).isEmpty();
+                assertThat(NodeLeftovers.loopDevices(nodeB)).isEmpty();
+                // A read-only consumer elsewhere (a backup reading the raw device) is not refused.
+                VolumeCapability reader = block().toBuilder().setAccessMode(VolumeCapability.AccessMode.newBuilder()
+                        .setMode(VolumeCapability.AccessMode.Mode.MULTI_NODE_READER_ONLY)).build();
+                b.node().nodeStageVolume(stage(setup, server, stagingB, reader));
+                b.node().nodeUnstageVolume(unstage(stagingB));
+
+                Files.writeString(targetA.resolve("owner.txt"), "node a, still\n");
+                assertThat(targetA.resolve("owner.txt")).hasContent("node a, still");
+                a.node().nodeUnpublishVolume(unpublish(targetA));
+                a.node().nodeUnstageVolume(unstage(stagingA));
+                assertThat(PeerCommand.run(Duration.ofSeconds(60), "e2fsck", "-fn", setup.image().toString()).exitCode())
+                        .as("e2fsck of the image after both nodes tried").isZero();
+
+                Path targetB = nodeB.resolve("pod/volume");
+                b.node().nodeStageVolume(stage(setup, server, stagingB, mount("ext4")));
+                b.node().nodePublishVolume(publish(stagingB, targetB, mount("ext4")));
+                assertThat(targetB.resolve("owner.txt")).hasContent("node a, still");
+                b.node().nodeUnpublishVolume(unpublish(targetB));
+                b.node().nodeUnstageVolume(unstage(stagingB));
+            }
+        }
+    }
+
     /** The plugin runs in the test's directory, so a relative path would resolve inside it too. */
     private static List<String> badSpellings(Setup setup, Path path) {
         String relative = setup.dir().path().relativize(path).toString();
