@@ -185,6 +185,7 @@ final class NodeService extends NodeGrpc.NodeImplBase {
             require(!id.isEmpty(), "volume_id is required");
             require(!request.getStagingTargetPath().isEmpty(), "staging_target_path is required");
             require(request.hasVolumeCapability(), "volume_capability is required");
+            PublishedNode.requireThisNode(request.getPublishContextMap(), nodeId, id);
             VolumeCapability capability = request.getVolumeCapability();
             Path stagingPath = Path.of(request.getStagingTargetPath());
             StagedVolume existing = staged.get(id);
