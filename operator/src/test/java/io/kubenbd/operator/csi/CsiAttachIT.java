@@ -1,7 +1,15 @@
 package io.kubenbd.operator.csi;
 
+import io.fabric8.kubernetes.api.model.Event;
 import io.fabric8.kubernetes.api.model.NodeBuilder;
 import io.fabric8.kubernetes.api.model.PersistentVolume;
+import io.fabric8.kubernetes.api.model.PersistentVolumeBuilder;
+import io.fabric8.kubernetes.api.model.PersistentVolumeClaim;
+import io.fabric8.kubernetes.api.model.PersistentVolumeClaimBuilder;
+import io.fabric8.kubernetes.api.model.PersistentVolumeClaimStatusBuilder;
+import io.fabric8.kubernetes.api.model.Pod;
+import io.fabric8.kubernetes.api.model.PodBuilder;
+import io.fabric8.kubernetes.api.model.storage.CSIDriver;
 import io.fabric8.kubernetes.api.model.storage.CSINodeBuilder;
 import io.fabric8.kubernetes.api.model.storage.VolumeAttachment;
 import io.fabric8.kubernetes.api.model.storage.VolumeAttachmentBuilder;
@@ -34,6 +42,7 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.extension.ExtendWith;
 import org.junit.jupiter.api.io.TempDir;
 
+import java.io.IOException;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
@@ -71,11 +80,8 @@ class CsiAttachIT {
     void aReadWriteOnceVolumeIsAttachedToOneNodeAtATime(KubeTestCluster cluster, @TempDir Path dir) throws Exception {
         Scene scene = scene(cluster, "attach");
         KubernetesClient admin = cluster.client();
-        Path socket = dir.resolve("controller.sock");
-        try (KubernetesClient asOperator = cluster.clientAs(scene.user());
-             CsiControllerEndpoint controller = CsiControllerEndpoint.start(asOperator, socket);
-             CsiAttacherProcess attacher = CsiAttacherProcess.start(cluster, dir.resolve("attacher"), socket, scene.user(),
-                     Duration.ofSeconds(2))) {
+        try (AttachingSide running = AttachingSide.start(cluster, scene, dir)) {
+            CsiAttacherProcess attacher = running.attacher();
             var attachments = admin.storage().v1().volumeAttachments();
 
             String onA = attach(admin, scene.pv(), scene.nodeA());
@@ -114,6 +120,86 @@ class CsiAttachIT {
                     gone -> gone);
             assertThat(attacher.isAlive()).as(attacher.logTail()).isTrue();
         }
+    }
+
+    /**
+     * Kubernetes' own first line: with the chart's CSIDriver (attachRequired), the attach/detach controller of the test
+     * cluster's kube-controller-manager attaches the volume for a pod bound to node A (its VolumeAttachment, our
+     * attacher and controller), and for a second pod of the same ReadWriteOnce claim bound to node B reports the
+     * Multi-Attach error and makes no VolumeAttachment for B at all.
+     */
+    @Test
+    void theAttachDetachControllerRefusesASecondNodeWithMultiAttachError(KubeTestCluster cluster, @TempDir Path dir)
+            throws Exception {
+        Scene scene = scene(cluster, "multiattach");
+        KubernetesClient admin = cluster.client();
+        String ns = scene.namespace();
+        PersistentVolumeClaim claim = boundClaim(admin, scene);
+        // The chart's CSIDriver, as installed: its attachRequired is what makes the attach/detach controller act.
+        CSIDriver driver = HelmChart.objects(admin, HelmChart.render()).stream().filter(CSIDriver.class::isInstance)
+                .map(CSIDriver.class::cast).findFirst().orElseThrow();
+        admin.storage().v1().csiDrivers().resource(driver).forceConflicts().serverSideApply();
+        cleanup.add(() -> admin.storage().v1().csiDrivers().withName(ExportResources.CSI_DRIVER).delete());
+        try (AttachingSide running = AttachingSide.start(cluster, scene, dir)) {
+            CsiAttacherProcess attacher = running.attacher();
+            var attachments = admin.storage().v1().volumeAttachments();
+            Predicate<VolumeAttachment> ofThisVolume = va -> scene.pv().getMetadata().getName()
+                    .equals(va.getSpec().getSource().getPersistentVolumeName());
+            admin.pods().inNamespace(ns).resource(podOn("writer-a", scene.nodeA(), claim)).create();
+            VolumeAttachment onA = await(attacher, "the attach/detach controller's VolumeAttachment for node A attached",
+                    () -> attachments.list().getItems().stream().filter(ofThisVolume)
+                            .filter(va -> va.getSpec().getNodeName().equals(scene.nodeA())).findFirst().orElse(null),
+                    va -> va.getStatus() != null && Boolean.TRUE.equals(va.getStatus().getAttached()));
+            cleanup.add(() -> removeAttachment(admin, onA.getMetadata().getName()));
+            assertThat(onA.getStatus().getAttachmentMetadata()).containsExactly(entry(NODE_KEY, scene.nodeA()));
+
+            admin.pods().inNamespace(ns).resource(podOn("writer-b", scene.nodeB(), claim)).create();
+            Event multiAttach = await(attacher, "a Multi-Attach error event for pod writer-b",
+                    () -> admin.v1().events().inNamespace(ns).list().getItems().stream()
+                            .filter(e -> "writer-b".equals(e.getInvolvedObject().getName())
+                                    && e.getMessage() != null && e.getMessage().startsWith("Multi-Attach error"))
+                            .findFirst().orElse(null),
+                    e -> true);
+            assertThat(multiAttach.getReason()).isEqualTo("FailedAttachVolume");
+            assertThat(multiAttach.getMessage()).contains(scene.pv().getMetadata().getName()).contains("writer-a");
+            assertThat(attachments.list().getItems().stream().filter(ofThisVolume))
+                    .as("VolumeAttachments of the volume").extracting(va -> va.getSpec().getNodeName())
+                    .containsExactly(scene.nodeA());
+            admin.pods().inNamespace(ns).withName("writer-a").withGracePeriod(0).delete();
+            admin.pods().inNamespace(ns).withName("writer-b").withGracePeriod(0).delete();
+        }
+    }
+
+    /**
+     * The claim {@code data} bound to the export's PersistentVolume as the PV binder would bind it (the test cluster
+     * runs no binder): the PV's claimRef carries the claim's UID and the claim's phase is Bound, which is what the
+     * attach/detach controller checks before it attaches a claim's volume.
+     */
+    private static PersistentVolumeClaim boundClaim(KubernetesClient admin, Scene scene) {
+        String pvName = scene.pv().getMetadata().getName();
+        PersistentVolumeClaim claim = admin.persistentVolumeClaims().inNamespace(scene.namespace()).resource(
+                new PersistentVolumeClaimBuilder().withNewMetadata().withName("data").endMetadata()
+                        .withNewSpec().withAccessModes("ReadWriteOnce").withVolumeMode("Filesystem").withVolumeName(pvName)
+                        .withStorageClassName(scene.pv().getSpec().getStorageClassName())
+                        .withNewResources().withRequests(scene.pv().getSpec().getCapacity()).endResources()
+                        .endSpec().build()).create();
+        admin.persistentVolumes().withName(pvName).edit(pv -> new PersistentVolumeBuilder(pv).editSpec().withNewClaimRef()
+                .withKind("PersistentVolumeClaim").withApiVersion("v1").withNamespace(scene.namespace()).withName("data")
+                .withUid(claim.getMetadata().getUid()).endClaimRef().endSpec().build());
+        claim.setStatus(new PersistentVolumeClaimStatusBuilder().withPhase("Bound").withAccessModes("ReadWriteOnce")
+                .withCapacity(scene.pv().getSpec().getCapacity()).build());
+        return admin.persistentVolumeClaims().inNamespace(scene.namespace()).resource(claim).updateStatus();
+    }
+
+    /** A pod the scheduler has bound to {@code node}, using the claim; nothing runs it (there is no kubelet). */
+    private static Pod podOn(String name, String node, PersistentVolumeClaim claim) {
+        return new PodBuilder().withNewMetadata().withName(name).endMetadata()
+                .withNewSpec().withNodeName(node)
+                .addNewContainer().withName("app").withImage("kube-nbd:test").withCommand("sleep", "infinity")
+                .addNewVolumeMount().withName("data").withMountPath("/data").endVolumeMount().endContainer()
+                .addNewVolume().withName("data").withNewPersistentVolumeClaim().withClaimName(claim.getMetadata().getName())
+                .endPersistentVolumeClaim().endVolume()
+                .endSpec().build();
     }
 
     /** The controller's answers over its socket, beside the attacher: the codes the CSI spec names. */
@@ -162,7 +248,38 @@ class CsiAttachIT {
     }
 
     /**
-     * What both tests start from: the chart's RBAC, a namespace with an NbdExport and its PersistentVolume, and two
+     * The operator's CSI controller on a socket in {@code dir} and the csi-attacher talking to it, both as the chart's
+     * ServiceAccount, as the chart runs them in the operator pod; the attacher retries a refusal every 2 s at most.
+     */
+    private record AttachingSide(KubernetesClient asOperator, CsiControllerEndpoint controller, CsiAttacherProcess attacher)
+            implements AutoCloseable {
+        static AttachingSide start(KubeTestCluster cluster, Scene scene, Path dir) throws Exception {
+            Path socket = dir.resolve("controller.sock");
+            KubernetesClient asOperator = cluster.clientAs(scene.user());
+            CsiControllerEndpoint controller = null;
+            try {
+                controller = CsiControllerEndpoint.start(asOperator, socket);
+                return new AttachingSide(asOperator, controller, CsiAttacherProcess.start(cluster, dir.resolve("attacher"),
+                        socket, scene.user(), Duration.ofSeconds(2)));
+            } catch (RuntimeException | IOException e) {
+                if (controller != null) {
+                    controller.close();
+                }
+                asOperator.close();
+                throw e;
+            }
+        }
+
+        @Override
+        public void close() {
+            attacher.close();
+            controller.close();
+            asOperator.close();
+        }
+    }
+
+    /**
+     * What the tests start from: the chart's RBAC, a namespace with an NbdExport and its PersistentVolume, and two
      * nodes with the node plugin registered.
      *
      * @param user the chart's operator ServiceAccount, as which the controller and the attacher act
@@ -224,9 +341,13 @@ class CsiAttachIT {
         return pv;
     }
 
-    /** A Node, and the CSINode its kubelet would register when the node plugin starts (node id = node name). */
+    /**
+     * A Node whose attachments the attach/detach controller manages (kubelet sets the annotation), and the CSINode
+     * its kubelet would register when the node plugin starts (node id = node name).
+     */
     private String node(KubernetesClient admin, String name) {
-        admin.nodes().resource(new NodeBuilder().withNewMetadata().withName(name).endMetadata().build()).create();
+        admin.nodes().resource(new NodeBuilder().withNewMetadata().withName(name)
+                .addToAnnotations("volumes.kubernetes.io/controller-managed-attach-detach", "true").endMetadata().build()).create();
         cleanup.add(() -> admin.nodes().withName(name).delete());
         admin.storage().v1().csiNodes().resource(new CSINodeBuilder().withNewMetadata().withName(name).endMetadata()
                 .withNewSpec().addNewDriver().withName(ExportResources.CSI_DRIVER).withNodeID(name).endDriver().endSpec()
