@@ -25,6 +25,7 @@ import io.grpc.netty.shaded.io.netty.channel.unix.DomainSocketAddress;
 import io.kubenbd.node.csi.v1.ControllerGrpc;
 import io.kubenbd.node.csi.v1.ControllerPublishVolumeRequest;
 import io.kubenbd.node.csi.v1.ControllerUnpublishVolumeRequest;
+import io.kubenbd.node.csi.v1.ValidateVolumeCapabilitiesRequest;
 import io.kubenbd.node.csi.v1.VolumeCapability;
 import io.kubenbd.node.csi.v1.VolumeCapability.AccessMode.Mode;
 import io.kubenbd.operator.reconciler.ExportResources;
@@ -239,6 +240,20 @@ class CsiAttachIT {
                 assertThat(csi.controllerPublishVolume(publish(scene.volumeId(), scene.nodeB(), Mode.SINGLE_NODE_WRITER)).getPublishContextMap())
                         .containsExactly(entry(NODE_KEY, scene.nodeB()));
                 admin.storage().v1().volumeAttachments().withName(onA).delete();
+
+                var readWriteOnce = publish(scene.volumeId(), scene.nodeA(), Mode.SINGLE_NODE_WRITER).getVolumeCapability();
+                var validated = csi.validateVolumeCapabilities(ValidateVolumeCapabilitiesRequest.newBuilder()
+                        .setVolumeId(scene.volumeId()).addVolumeCapabilities(readWriteOnce).build());
+                assertThat(validated.getConfirmed().getVolumeCapabilitiesList()).containsExactly(readWriteOnce);
+                var refusedCapability = csi.validateVolumeCapabilities(ValidateVolumeCapabilitiesRequest.newBuilder()
+                        .setVolumeId(scene.volumeId())
+                        .addVolumeCapabilities(publish(scene.volumeId(), scene.nodeA(), Mode.MULTI_NODE_MULTI_WRITER).getVolumeCapability())
+                        .build());
+                assertThat(refusedCapability.hasConfirmed()).isFalse();
+                assertThat(refusedCapability.getMessage()).contains("cannot be written from several nodes");
+                assertCode(() -> csi.validateVolumeCapabilities(ValidateVolumeCapabilitiesRequest.newBuilder()
+                        .setVolumeId(scene.namespace() + "/nothing").addVolumeCapabilities(readWriteOnce).build()),
+                        Status.Code.NOT_FOUND, "there is no NbdExport nothing");
             } finally {
                 channel.shutdownNow().awaitTermination(5, TimeUnit.SECONDS);
             }
