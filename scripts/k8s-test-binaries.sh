@@ -7,6 +7,8 @@
 #                   (garbage collector and StatefulSet controller for the operator tests)
 #   etcd            go.etcd.io/etcd/server/v3                 (backing store for kube-apiserver)
 #   csi-sanity      github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity (CSI plugin)
+#   csi-attacher    github.com/kubernetes-csi/external-attacher/v4/cmd/csi-attacher
+#                   (the sidecar that turns VolumeAttachments into ControllerPublishVolume calls)
 #   helm            helm.sh/helm/v3/cmd/helm                  (chart tests)
 #
 # Binaries go to ~/.cache/kube-nbd/bin/<component>-<version>/<component>,
@@ -19,12 +21,13 @@ set -euo pipefail
 KUBE_VERSION="${KUBE_NBD_KUBE_VERSION:-v1.34.4}"
 ETCD_VERSION="${KUBE_NBD_ETCD_VERSION:-v3.6.16}"
 CSI_TEST_VERSION="${KUBE_NBD_CSI_TEST_VERSION:-v5.6.0}"
+CSI_ATTACHER_VERSION="${KUBE_NBD_CSI_ATTACHER_VERSION:-v4.13.0}"
 HELM_VERSION="${KUBE_NBD_HELM_VERSION:-v3.22.0}"
 
 CACHE_ROOT="${KUBE_NBD_CACHE_DIR:-$HOME/.cache/kube-nbd}"
 BIN_ROOT="$CACHE_ROOT/bin"
 
-ALL_COMPONENTS=(kube-apiserver kube-controller-manager etcd csi-sanity helm)
+ALL_COMPONENTS=(kube-apiserver kube-controller-manager etcd csi-sanity csi-attacher helm)
 
 usage() {
   cat <<EOF
@@ -45,7 +48,8 @@ Options:
                  eval "\$($0 --print-env)"
                KUBE_NBD_K8S_BIN_KUBE_APISERVER, KUBE_NBD_K8S_BIN_KUBE_CONTROLLER_MANAGER,
                KUBE_NBD_K8S_BIN_ETCD,
-               KUBE_NBD_K8S_BIN_CSI_SANITY, KUBE_NBD_K8S_BIN_HELM (binary paths),
+               KUBE_NBD_K8S_BIN_CSI_SANITY, KUBE_NBD_K8S_BIN_CSI_ATTACHER,
+               KUBE_NBD_K8S_BIN_HELM (binary paths),
                KUBE_NBD_K8S_BIN_PATH (their directories, ':'-joined) and an
                'export' line for all of them.
   --check      build nothing; exit 1 if a requested binary is missing.
@@ -55,6 +59,7 @@ Versions (override with the environment variable in brackets):
   kube-apiserver and kube-controller-manager $KUBE_VERSION  [KUBE_NBD_KUBE_VERSION]
   etcd           $ETCD_VERSION  [KUBE_NBD_ETCD_VERSION]
   csi-sanity     $CSI_TEST_VERSION   [KUBE_NBD_CSI_TEST_VERSION]
+  csi-attacher   $CSI_ATTACHER_VERSION  [KUBE_NBD_CSI_ATTACHER_VERSION]
   helm           $HELM_VERSION  [KUBE_NBD_HELM_VERSION]
 Cache root: $CACHE_ROOT [KUBE_NBD_CACHE_DIR]
 EOF
@@ -68,7 +73,7 @@ while [ $# -gt 0 ]; do
     --print-env) PRINT_ENV=1 ;;
     --check) CHECK_ONLY=1 ;;
     -h|--help) usage; exit 0 ;;
-    kube-apiserver|kube-controller-manager|etcd|csi-sanity|helm) COMPONENTS+=("$1") ;;
+    kube-apiserver|kube-controller-manager|etcd|csi-sanity|csi-attacher|helm) COMPONENTS+=("$1") ;;
     *) echo "error: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -83,6 +88,7 @@ version_of() {
     kube-apiserver|kube-controller-manager) echo "$KUBE_VERSION" ;;
     etcd) echo "$ETCD_VERSION" ;;
     csi-sanity) echo "$CSI_TEST_VERSION" ;;
+    csi-attacher) echo "$CSI_ATTACHER_VERSION" ;;
     helm) echo "$HELM_VERSION" ;;
   esac
 }
@@ -188,6 +194,30 @@ build_etcd() {
   install_bin "$work/etcd" etcd
 }
 
+# ------------------------------------------------------------ csi-attacher
+# external-attacher's go.mod pins its k8s.io modules with replace directives
+# (to the versions it already requires), and `go install pkg@version` refuses
+# any module with replace directives; so, as for etcd, build it from a
+# throw-away module that requires it and repeats those replaces.
+build_csi_attacher() {
+  local work="$1" v="$CSI_ATTACHER_VERSION" mod="github.com/kubernetes-csi/external-attacher/v4"
+  local amod gomod goline reps
+  amod="$("$GO" mod download -json "$mod@$v")" || die "$mod@$v is not on the module proxy: $amod"
+  gomod="$(json_field GoMod <<<"$amod")"
+  [ -f "$gomod" ] || die "cannot find go.mod of $mod@$v"
+  goline="$(awk '$1 == "go" {print $2; exit}' "$gomod")"
+  # Single-line replaces (`replace a => b v`) and the lines of a replace block; local paths would not resolve here.
+  reps="$(sed -n -e 's/^replace \(.* => .*\)$/\1/p' -e '/^replace (/,/^)/{/=>/p}' "$gomod")"
+  if grep -q '=> \.' <<<"$reps"; then die "$mod@$v replaces a module with a local path; cannot build it from the proxy"; fi
+  {
+    printf 'module kube-nbd.local/csi-attacher-build\n\ngo %s\n\nrequire %s %s\n\n' "$goline" "$mod" "$v"
+    [ -z "$reps" ] || printf 'replace (\n%s\n)\n' "$reps"
+  } >"$work/go.mod"
+  (cd "$work" && "$GO" build -mod=mod -trimpath -ldflags "$LDFLAGS_STRIP -X main.version=$v" \
+      -o "$work/csi-attacher" "$mod/cmd/csi-attacher") >&2
+  install_bin "$work/csi-attacher" csi-attacher
+}
+
 # ----------------------------------------------------- csi-sanity and helm
 # Neither module has replace directives, so plain `go install pkg@version`.
 go_install() {
@@ -215,6 +245,7 @@ build_one() {
     kube-apiserver|kube-controller-manager) build_kubernetes_command "$work" "$comp" ;;
     etcd) build_etcd "$work" ;;
     csi-sanity) build_csi_sanity "$work" ;;
+    csi-attacher) build_csi_attacher "$work" ;;
     helm) build_helm "$work" ;;
   esac
   end=$(date +%s)

@@ -11,8 +11,9 @@ import io.kubenbd.node.csi.v1.ProbeResponse;
 import com.google.protobuf.BoolValue;
 
 /**
- * The CSI Identity service: the driver's name and version, no plugin capabilities (there is no
- * controller service: volumes are PersistentVolumes the operator writes), and readiness.
+ * The CSI Identity service of the node plugin: the driver's name and version, no plugin
+ * capabilities (the controller service is the operator's, on another socket: the node plugin
+ * only stages and publishes), and readiness.
  */
 final class IdentityService extends IdentityGrpc.IdentityImplBase {
     static final String DRIVER_NAME = "nbd.csi.kubenbd.io";

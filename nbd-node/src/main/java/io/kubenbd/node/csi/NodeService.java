@@ -240,6 +240,7 @@ final class NodeService extends NodeGrpc.NodeImplBase {
             require(!id.isEmpty(), "volume_id is required");
             Path stagingPath = absolutePath("staging_target_path", request.getStagingTargetPath());
             require(request.hasVolumeCapability(), "volume_capability is required");
+            PublishedNode.requireThisNode(request.getPublishContextMap(), nodeId, id);
             VolumeCapability capability = request.getVolumeCapability();
             StagedVolume existing = staged.get(id);
             if (existing != null) {

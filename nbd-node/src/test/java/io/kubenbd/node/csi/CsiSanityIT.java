@@ -18,8 +18,9 @@ import static org.assertj.core.api.Assertions.assertThat;
  * against {@code nbd-node csi} from the packaged jar, with volumes served by real
  * {@code nbd-node serve} processes over TLS-PSK through {@link SanityController}. The
  * Identity and Node suites run; the Controller suites are left out with ginkgo's skip, since
- * kube-nbd has no controller plugin (the test controller only hands out volumes; csi-sanity
- * asks the controller endpoint for the Identity service too, so it serves ours).
+ * kube-nbd's controller plugin (the operator's, which only publishes and unpublishes; CsiAttachIT
+ * in the operator module tests it) is not what this endpoint serves: the test controller only
+ * hands out volumes, and csi-sanity asks it for the Identity service too, so it serves ours.
  */
 class CsiSanityIT {
     private static final Path CSI_SANITY = Path.of(System.getProperty("user.home"),

@@ -32,8 +32,9 @@ import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
 
 /**
- * The controller side csi-sanity needs to get volumes, played by the test (kube-nbd has no
- * controller plugin: in a cluster the operator serves a PVC and writes the PersistentVolume).
+ * The controller side csi-sanity needs to get volumes, played by the test (kube-nbd provisions
+ * nothing: in a cluster the operator serves a PVC and writes the PersistentVolume, and its
+ * controller service only publishes volumes to nodes).
  * CreateVolume makes a sparse image and starts a real {@code nbd-node serve} with TLS-PSK for
  * it; the volume context is exactly what the operator writes into a PersistentVolume.
  */

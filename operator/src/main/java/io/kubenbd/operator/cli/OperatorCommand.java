@@ -2,6 +2,7 @@ package io.kubenbd.operator.cli;
 
 import io.fabric8.kubernetes.client.Config;
 import io.fabric8.kubernetes.client.KubernetesClientBuilder;
+import io.kubenbd.operator.csi.CsiControllerEndpoint;
 import io.kubenbd.operator.reconciler.ServerSettings;
 import io.kubenbd.operator.runtime.KubeNbdOperator;
 import io.kubenbd.operator.runtime.OperatorOptions;
@@ -75,6 +76,11 @@ public final class OperatorCommand implements Callable<Integer> {
             description = "exports reconciled at once (default: ${DEFAULT-VALUE})")
     int reconcileThreads;
 
+    @Option(names = "--csi-controller-endpoint", paramLabel = "unix:///PATH",
+            description = "serve the CSI Controller and Identity services of nbd.csi.kubenbd.io on this unix socket, "
+                    + "for the external-attacher sidecar (default: not served)")
+    String csiControllerEndpoint;
+
     @Override
     public Integer call() throws Exception {
         Config config = kubeconfig == null ? Config.autoConfigure(null)
@@ -88,15 +94,28 @@ public final class OperatorCommand implements Callable<Integer> {
                 new ServerSettings(serverImage, pullPolicy, controlPort, serverJavaOptions),
                 leaseNs, leaseName, identity(), httpBind, httpPort, reconcileThreads, true);
         var stopped = new CountDownLatch(1);
+        Path csiSocket = csiControllerEndpoint == null ? null : unixSocket(csiControllerEndpoint);
         try (var client = new KubernetesClientBuilder().withConfig(config).build();
-             var operator = KubeNbdOperator.start(client, options)) {
+             var operator = KubeNbdOperator.start(client, options);
+             var csiController = csiSocket == null ? null : CsiControllerEndpoint.start(client, csiSocket)) {
             Runtime.getRuntime().addShutdownHook(Thread.ofPlatform().unstarted(() -> {
+                if (csiController != null) {
+                    csiController.close();
+                }
                 operator.close();
                 stopped.countDown();
             }));
             stopped.await();
         }
         return 0;
+    }
+
+    private Path unixSocket(String endpoint) {
+        if (!endpoint.startsWith("unix://") || !endpoint.substring("unix://".length()).startsWith("/")) {
+            throw new CommandLine.ParameterException(new CommandLine(this),
+                    "--csi-controller-endpoint must be unix:///ABSOLUTE/PATH, not " + endpoint);
+        }
+        return Path.of(endpoint.substring("unix://".length()));
     }
 
     private String leaseNamespace() throws IOException {

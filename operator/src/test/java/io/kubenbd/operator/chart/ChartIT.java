@@ -1,9 +1,12 @@
 package io.kubenbd.operator.chart;
 
+import io.fabric8.kubernetes.api.model.Container;
 import io.fabric8.kubernetes.api.model.HasMetadata;
+import io.fabric8.kubernetes.api.model.VolumeMount;
 import io.fabric8.kubernetes.api.model.NamespaceBuilder;
 import io.fabric8.kubernetes.api.model.apps.DaemonSet;
 import io.fabric8.kubernetes.api.model.apps.Deployment;
+import io.fabric8.kubernetes.api.model.storage.CSIDriver;
 import io.fabric8.kubernetes.client.KubernetesClient;
 import io.kubenbd.operator.reconciler.ServerPodTemplate;
 import io.kubenbd.operator.testing.HelmChart;
@@ -79,6 +82,42 @@ class ChartIT {
                         .contains("Deployment", "DaemonSet", "CSIDriver", "ServiceAccount", "ClusterRole", "ClusterRoleBinding");
             }
         }
+    }
+
+    /**
+     * The CSI controller is served by the operator and reached by the external-attacher beside it: one socket in a
+     * shared emptyDir, attachRequired on the CSIDriver (else Kubernetes never asks), the attacher's leader election
+     * on exactly when the operator's is (several replicas), and none of it without the CSI driver.
+     */
+    @Test
+    void theCsiAttacherSharesTheOperatorsSocketAndLeaderElection(KubeTestCluster cluster) throws Exception {
+        KubernetesClient client = cluster.client();
+        for (boolean leaderElection : List.of(true, false)) {
+            List<HasMetadata> objects = HelmChart.objects(client, HelmChart.render("--set", "operator.leaderElection=" + leaderElection,
+                    "--set", "operator.replicas=" + (leaderElection ? 2 : 1)));
+            CSIDriver driver = objects.stream().filter(CSIDriver.class::isInstance).map(CSIDriver.class::cast).findFirst().orElseThrow();
+            assertThat(driver.getSpec().getAttachRequired()).isTrue();
+            var pod = objects.stream().filter(Deployment.class::isInstance).map(Deployment.class::cast).findFirst().orElseThrow()
+                    .getSpec().getTemplate().getSpec();
+            Container operator = pod.getContainers().getFirst();
+            Container attacher = pod.getContainers().stream().filter(c -> c.getName().equals("csi-attacher")).findFirst().orElseThrow();
+            String socket = operator.getArgs().stream().filter(a -> a.startsWith("--csi-controller-endpoint=unix://"))
+                    .map(a -> a.substring("--csi-controller-endpoint=unix://".length())).findFirst().orElseThrow();
+            assertThat(attacher.getArgs()).contains("--csi-address=" + socket, "--leader-election=" + leaderElection);
+            String socketDir = Path.of(socket).getParent().toString();
+            List<String> mounted = List.of(operator, attacher).stream().map(c -> c.getVolumeMounts().stream()
+                    .filter(m -> m.getMountPath().equals(socketDir)).map(VolumeMount::getName).findFirst()
+                    .orElseThrow(() -> new AssertionError(c.getName() + " does not mount " + socketDir))).toList();
+            assertThat(mounted.getFirst()).isEqualTo(mounted.getLast());
+            assertThat(pod.getVolumes()).filteredOn(v -> v.getName().equals(mounted.getFirst()))
+                    .singleElement().satisfies(v -> assertThat(v.getEmptyDir()).isNotNull());
+        }
+        var withoutCsi = HelmChart.objects(client, HelmChart.render("--set", "csiNode.enabled=false"));
+        var operatorOnly = withoutCsi.stream().filter(Deployment.class::isInstance).map(Deployment.class::cast).findFirst()
+                .orElseThrow().getSpec().getTemplate().getSpec();
+        assertThat(operatorOnly.getContainers()).extracting(Container::getName).containsExactly("operator");
+        assertThat(operatorOnly.getContainers().getFirst().getArgs()).noneMatch(a -> a.startsWith("--csi-controller-endpoint"));
+        assertThat(withoutCsi).noneMatch(o -> o.getMetadata().getName().endsWith("-csi-controller"));
     }
 
     private static boolean isNamespaced(KubernetesClient client, HasMetadata object) {

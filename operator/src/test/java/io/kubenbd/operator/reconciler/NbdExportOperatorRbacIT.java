@@ -1,8 +1,5 @@
 package io.kubenbd.operator.reconciler;
 
-import io.fabric8.kubernetes.api.model.HasMetadata;
-import io.fabric8.kubernetes.api.model.NamespaceBuilder;
-import io.fabric8.kubernetes.api.model.apps.Deployment;
 import io.fabric8.kubernetes.api.model.authorization.v1.ResourceAttributesBuilder;
 import io.fabric8.kubernetes.api.model.authorization.v1.SubjectAccessReviewBuilder;
 import io.fabric8.kubernetes.client.KubernetesClient;
@@ -24,30 +21,12 @@ import static org.assertj.core.api.Assertions.assertThat;
  * on a Lease in the release namespace: a permission the chart forgot fails a scenario.
  */
 class NbdExportOperatorRbacIT extends OperatorScenarios {
-    private String serviceAccount;
+    private String user;
 
     @Override
     KubernetesClient operatorClient(KubeTestCluster cluster) throws Exception {
-        KubernetesClient admin = cluster.client();
-        if (admin.namespaces().withName(HelmChart.NAMESPACE).get() == null) {
-            admin.namespaces().resource(new NamespaceBuilder().withNewMetadata().withName(HelmChart.NAMESPACE).endMetadata()
-                    .build()).create();
-        }
-        List<HasMetadata> objects = HelmChart.objects(admin, HelmChart.render());
-        for (HasMetadata object : objects) {
-            if (List.of("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding").contains(object.getKind())) {
-                var resource = object.getMetadata().getNamespace() == null && object.getKind().matches("ServiceAccount|Role|RoleBinding")
-                        ? admin.resource(object).inNamespace(HelmChart.NAMESPACE) : admin.resource(object);
-                resource.forceConflicts().serverSideApply();
-            }
-        }
-        serviceAccount = objects.stream().filter(Deployment.class::isInstance).map(Deployment.class::cast)
-                .map(d -> d.getSpec().getTemplate().getSpec().getServiceAccountName()).findFirst().orElseThrow();
-        return cluster.clientAs(user());
-    }
-
-    private String user() {
-        return "system:serviceaccount:" + HelmChart.NAMESPACE + ":" + serviceAccount;
+        user = HelmChart.installRbac(cluster.client());
+        return cluster.clientAs(user);
     }
 
     @Override
@@ -57,7 +36,7 @@ class NbdExportOperatorRbacIT extends OperatorScenarios {
 
     private boolean allowed(KubeTestCluster cluster, String verb, String group, String resource, String namespace) {
         var review = cluster.client().authorization().v1().subjectAccessReview().create(new SubjectAccessReviewBuilder()
-                .withNewSpec().withUser(user())
+                .withNewSpec().withUser(user)
                 .withGroups("system:serviceaccounts", "system:serviceaccounts:" + HelmChart.NAMESPACE, "system:authenticated")
                 .withResourceAttributes(new ResourceAttributesBuilder().withVerb(verb).withGroup(group).withResource(resource)
                         .withNamespace(namespace).build())
@@ -85,15 +64,41 @@ class NbdExportOperatorRbacIT extends OperatorScenarios {
                 new Access("create", "", "pods", "default"),
                 new Access("update", "", "secrets", "default"),
                 new Access("list", "", "nodes", null),
+                new Access("update", "", "nodes", null),
+                // The csi-attacher patches; it never creates, updates or deletes VolumeAttachments (the A/D controller does).
+                new Access("create", "storage.k8s.io", "volumeattachments", null),
+                new Access("update", "storage.k8s.io", "volumeattachments", null),
+                new Access("delete", "storage.k8s.io", "volumeattachments", null),
+                new Access("update", "storage.k8s.io", "volumeattachments/status", null),
+                new Access("update", "", "persistentvolumes", null),
+                new Access("patch", "storage.k8s.io", "csinodes", null),
+                new Access("patch", "storage.k8s.io", "csidrivers", null),
                 new Access("create", "apps", "deployments", "default"),
                 new Access("create", "rbac.authorization.k8s.io", "clusterrolebindings", null),
                 new Access("delete", "apiextensions.k8s.io", "customresourcedefinitions", null),
                 new Access("create", "", "configmaps", "default"),
                 new Access("update", "coordination.k8s.io", "leases", "default"))) {
             assertThat(allowed(cluster, denied.verb(), denied.group(), denied.resource(), denied.namespace()))
-                    .as("%s may %s %s", user(), denied.verb(), denied.resource()).isFalse();
+                    .as("%s may %s %s", user, denied.verb(), denied.resource()).isFalse();
         }
         assertThat(allowed(cluster, "update", "coordination.k8s.io", "leases", HelmChart.NAMESPACE)).isTrue();
+        // What the csi-attacher sidecar and the operator's CSI controller use (CsiAttachIT runs them with exactly this).
+        record Allowed(String verb, String group, String resource) {
+        }
+        for (Allowed access : List.of(
+                new Allowed("watch", "storage.k8s.io", "volumeattachments"),
+                new Allowed("patch", "storage.k8s.io", "volumeattachments"),
+                new Allowed("patch", "storage.k8s.io", "volumeattachments/status"),
+                new Allowed("watch", "storage.k8s.io", "csinodes"),
+                new Allowed("patch", "", "persistentvolumes"),
+                new Allowed("get", "", "nodes"))) {
+            assertThat(allowed(cluster, access.verb(), access.group(), access.resource(), null))
+                    .as("%s may %s %s", user, access.verb(), access.resource()).isTrue();
+        }
+        for (String verb : List.of("get", "create", "update")) {
+            assertThat(allowed(cluster, verb, "coordination.k8s.io", "leases", HelmChart.NAMESPACE))
+                    .as("the attacher's leader election may %s its Lease", verb).isTrue();
+        }
         assertThat(allowed(cluster, "patch", "kubenbd.io", "nbdexports/status", "default")).isTrue();
     }
 }

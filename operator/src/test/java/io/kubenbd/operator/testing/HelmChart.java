@@ -1,6 +1,8 @@
 package io.kubenbd.operator.testing;
 
 import io.fabric8.kubernetes.api.model.HasMetadata;
+import io.fabric8.kubernetes.api.model.NamespaceBuilder;
+import io.fabric8.kubernetes.api.model.apps.Deployment;
 import io.fabric8.kubernetes.client.KubernetesClient;
 
 import java.io.ByteArrayInputStream;
@@ -46,6 +48,30 @@ public final class HelmChart {
             throw new AssertionError("helm template " + String.join(" ", extra) + " failed:\n" + result.output());
         }
         return result.stdout();
+    }
+
+    /**
+     * Applies the default render's ServiceAccounts and RBAC (roles and bindings) as they would be installed, in
+     * {@link #NAMESPACE} (created when missing), so that a test can act as the operator's ServiceAccount.
+     *
+     * @return that ServiceAccount's user name, {@code system:serviceaccount:<namespace>:<name>}
+     */
+    public static String installRbac(KubernetesClient admin) throws Exception {
+        if (admin.namespaces().withName(NAMESPACE).get() == null) {
+            admin.namespaces().resource(new NamespaceBuilder().withNewMetadata().withName(NAMESPACE).endMetadata().build())
+                    .create();
+        }
+        List<HasMetadata> objects = objects(admin, render());
+        for (HasMetadata object : objects) {
+            if (List.of("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding").contains(object.getKind())) {
+                var resource = object.getMetadata().getNamespace() == null && object.getKind().matches("ServiceAccount|Role|RoleBinding")
+                        ? admin.resource(object).inNamespace(NAMESPACE) : admin.resource(object);
+                resource.forceConflicts().serverSideApply();
+            }
+        }
+        String serviceAccount = objects.stream().filter(Deployment.class::isInstance).map(Deployment.class::cast)
+                .map(d -> d.getSpec().getTemplate().getSpec().getServiceAccountName()).findFirst().orElseThrow();
+        return "system:serviceaccount:" + NAMESPACE + ":" + serviceAccount;
     }
 
     /** The rendered objects, parsed by the client's serializer. */

@@ -16,7 +16,9 @@ import java.util.Locale;
  * <p>Each binary is, in order of preference: the path in the environment variable the script's
  * {@code --print-env} prints ({@code KUBE_NBD_K8S_BIN_KUBE_APISERVER}, ...), or
  * {@code ${KUBE_NBD_CACHE_DIR:-~/.cache/kube-nbd}/bin/<name>-<version>/<name>} with the versions
- * the script uses ({@code KUBE_NBD_KUBE_VERSION}, {@code KUBE_NBD_ETCD_VERSION}).
+ * the script uses ({@code KUBE_NBD_KUBE_VERSION}, {@code KUBE_NBD_ETCD_VERSION},
+ * {@code KUBE_NBD_CSI_ATTACHER_VERSION}). {@link #csiAttacher} finds the CSI external-attacher the
+ * same way, for the tests that run it against the cluster.
  */
 record KubeBinaries(Path etcd, Path kubeApiserver, Path kubeControllerManager) {
 
@@ -25,6 +27,7 @@ record KubeBinaries(Path etcd, Path kubeApiserver, Path kubeControllerManager) {
     private static final String ETCD = "etcd";
     private static final String KUBE_APISERVER = "kube-apiserver";
     private static final String KUBE_CONTROLLER_MANAGER = "kube-controller-manager";
+    private static final String CSI_ATTACHER = "csi-attacher";
     private static final List<String> COMPONENTS = List.of(ETCD, KUBE_APISERVER, KUBE_CONTROLLER_MANAGER);
 
     /** A first build compiles kube-apiserver and kube-controller-manager from source: minutes. */
@@ -44,8 +47,19 @@ record KubeBinaries(Path etcd, Path kubeApiserver, Path kubeControllerManager) {
      * {@code logDir}. Fails, naming the script, when they can be neither found nor built.
      */
     static KubeBinaries locate(Path logDir) {
+        buildMissing(COMPONENTS, logDir);
+        return new KubeBinaries(path(ETCD), path(KUBE_APISERVER), path(KUBE_CONTROLLER_MANAGER));
+    }
+
+    /** The csi-attacher binary (kubernetes-csi's external-attacher), built like the others when missing. */
+    static Path csiAttacher(Path logDir) {
+        buildMissing(List.of(CSI_ATTACHER), logDir);
+        return path(CSI_ATTACHER);
+    }
+
+    private static void buildMissing(List<String> components, Path logDir) {
         List<String> missing = new ArrayList<>();
-        for (String component : COMPONENTS) {
+        for (String component : components) {
             String override = System.getenv(envName(component));
             if (override != null && !override.isBlank()) {
                 if (!Files.isExecutable(Path.of(override))) {
@@ -60,7 +74,6 @@ record KubeBinaries(Path etcd, Path kubeApiserver, Path kubeControllerManager) {
         if (!missing.isEmpty()) {
             build(missing, logDir);
         }
-        return new KubeBinaries(path(ETCD), path(KUBE_APISERVER), path(KUBE_CONTROLLER_MANAGER));
     }
 
     private static void build(List<String> missing, Path logDir) {
@@ -120,7 +133,11 @@ record KubeBinaries(Path etcd, Path kubeApiserver, Path kubeControllerManager) {
     }
 
     private static String version(String component) {
-        return component.equals(ETCD) ? etcdVersion() : kubeVersion();
+        return switch (component) {
+            case ETCD -> etcdVersion();
+            case CSI_ATTACHER -> env("KUBE_NBD_CSI_ATTACHER_VERSION", "v4.13.0");
+            default -> kubeVersion();
+        };
     }
 
     /** The variable the script's {@code --print-env} sets, e.g. {@code KUBE_NBD_K8S_BIN_KUBE_APISERVER}. */

@@ -64,7 +64,11 @@ public final class KubeTestCluster implements AutoCloseable {
      * collection, namespace deletion, the {@code default} ServiceAccount (pod admission rejects
      * pods in a namespace without it), StatefulSet and Deployment pod creation, and removal of the
      * protection finalizers that API server admission puts on every PVC and PV (without those
-     * controllers a namespace holding a PVC never finishes deleting).
+     * controllers a namespace holding a PVC never finishes deleting), and the attach/detach
+     * controller, which makes VolumeAttachments for pods bound to nodes that let it manage their
+     * attachments (annotation {@code volumes.kubernetes.io/controller-managed-attach-detach}) and
+     * refuses a second node a ReadWriteOnce volume; it attaches only CSI volumes here, and only for
+     * nodes that tests create with that annotation.
      */
     private static final List<String> CONTROLLERS = List.of(
             "garbage-collector-controller",
@@ -74,7 +78,8 @@ public final class KubeTestCluster implements AutoCloseable {
             "deployment-controller",
             "replicaset-controller",
             "persistentvolumeclaim-protection-controller",
-            "persistentvolume-protection-controller");
+            "persistentvolume-protection-controller",
+            "persistentvolume-attach-detach-controller");
 
     private final Path workDir;
     private final List<LoggedProcess> processes;
