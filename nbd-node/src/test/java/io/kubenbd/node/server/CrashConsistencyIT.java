@@ -75,14 +75,16 @@ import static org.assertj.core.api.Assertions.fail;
  * whatever the version before it allowed (trimmed content is "old or zero"). The content
  * found becomes the next base.
  *
- * <p>In a seeded half of the cycles the server's threads are confined to one CPU, so they are
- * preempted inside their critical sections far more often and races (writers against FLUSH,
- * overlay map updates) stay open long enough for a kill to land in them. Even so a race whose
- * window is a single 4 KiB pwrite is rarely hit; the unit tests of the storage classes are the
- * sharp tool for those, this test is the net under the whole server.
+ * <p>Two things aim the kills at the moments that matter. Half the kills are not at a random
+ * time but right after the next FUA or FLUSH reply arrives, when whatever the server still had
+ * to write for that promise (another thread's overlay map block, say) may be in flight. And in
+ * a seeded half of the cycles the server's threads are confined to one CPU, so they are
+ * preempted inside their critical sections far more often. Even so a race whose window is a
+ * single 4 KiB pwrite is rarely hit; the unit tests of the storage classes are the sharp tool
+ * for those, this test is the net under the whole server.
  *
- * <p>The seed ({@code -Dcrash.seed=N}) fixes the op choices, sizes, kill delays and pinned
- * cycles; thread interleaving is still up to the scheduler. {@code -Dcrash.rounds=N} runs N
+ * <p>The seed ({@code -Dcrash.seed=N}) fixes the op choices, sizes, kill delays and which
+ * cycles are pinned or kill on a reply; thread interleaving is still up to the scheduler. {@code -Dcrash.rounds=N} runs N
  * times as many cycles, for soak runs.
  */
 class CrashConsistencyIT {
@@ -177,15 +179,29 @@ class CrashConsistencyIT {
                     where += " (one CPU)";
                     stats.pinnedCycles++;
                 }
-                Writers writers = new Writers(server.port(), model, stats, random.nextLong());
+                // Half the kills come right after a FUA or FLUSH reply arrives: a promise was just made,
+                // and whatever the server still had to write for it is in flight.
+                boolean killOnReply = !clean && random.nextBoolean();
+                if (killOnReply) {
+                    where += " (on a reply)";
+                }
+                Process process = server.process();
+                Writers writers = new Writers(server.port(), model, stats, random.nextLong(), killOnReply ? process : null);
                 try {
                     writers.start();
                     Thread.sleep(delay);
+                    if (killOnReply) {
+                        writers.killOnNextPromise();
+                        if (!process.waitFor(2, TimeUnit.SECONDS)) {
+                            process.destroyForcibly();
+                        } else {
+                            stats.killsOnReply++;
+                        }
+                    }
                     if (clean) {
                         assertThat(server.terminate(LIMIT)).as(where + ": exit code after SIGTERM").isZero();
                         stats.cleanStops++;
                     } else {
-                        Process process = server.process();
                         process.destroyForcibly();
                         assertThat(process.waitFor(10, TimeUnit.SECONDS)).as(where + ": SIGKILL").isTrue();
                         stats.kills++;
@@ -658,8 +674,13 @@ class CrashConsistencyIT {
         private final AtomicLong shutdownErrors = new AtomicLong();
         private final AtomicLong nextSeed;
         private volatile boolean stop;
+        /** Killed by the receiver that gets the next promise (FUA or FLUSH reply), once armed. */
+        private final Process killOnPromise;
+        private volatile boolean armed;
+        private final java.util.concurrent.atomic.AtomicBoolean killed = new java.util.concurrent.atomic.AtomicBoolean();
 
-        Writers(int port, Model model, Stats stats, long seed) {
+        Writers(int port, Model model, Stats stats, long seed, Process killOnPromise) {
+            this.killOnPromise = killOnPromise;
             this.port = port;
             this.model = model;
             this.stats = stats;
@@ -769,14 +790,28 @@ class CrashConsistencyIT {
                     } else if (p.type() == CommandType.FLUSH) {
                         model.flushed(p.flushCovers());
                         stats.flushesCompleted.incrementAndGet();
+                        promised();
                     } else {
                         model.acknowledged(p.first(), p.versions(), p.fua());
                         stats.acked.incrementAndGet();
+                        if (p.fua()) {
+                            promised();
+                        }
                     }
                     slots.release();
                 }
             } catch (IOException e) {
                 // EOF or reset: the server was killed or stopped.
+            }
+        }
+
+        void killOnNextPromise() {
+            armed = true;
+        }
+
+        private void promised() {
+            if (armed && killed.compareAndSet(false, true)) {
+                killOnPromise.destroyForcibly();
             }
         }
 
@@ -820,6 +855,7 @@ class CrashConsistencyIT {
         int cleanStops;
         long shutdownErrors;
         int pinnedCycles;
+        int killsOnReply;
         long blocksChecked;
         long durableBlocksChecked;
         long ackedButUnflushedLost;
@@ -836,11 +872,11 @@ class CrashConsistencyIT {
 
         @Override
         public String toString() {
-            return String.format("CrashConsistencyIT %s: %d kills + %d clean stops (%d on one CPU) in %.1f s; requests sent %d, "
+            return String.format("CrashConsistencyIT %s: %d kills + %d clean stops (%d on one CPU, %d kills right on a FUA/FLUSH reply) in %.1f s; requests sent %d, "
                             + "acknowledged %d (+%d FLUSH); blocks checked %d (%d pinned by FLUSH/FUA); "
                             + "acknowledged-unflushed writes lost %d, unacknowledged landed %d; ESHUTDOWN replies "
                             + "%d; bitmaps inconsistent %d, exact %d (%.1f s restarting, %.1f s checking)",
-                    config, kills, cleanStops, pinnedCycles, seconds, sent.get(), acked.get(), flushesCompleted.get(), blocksChecked,
+                    config, kills, cleanStops, pinnedCycles, killsOnReply, seconds, sent.get(), acked.get(), flushesCompleted.get(), blocksChecked,
                     durableBlocksChecked, ackedButUnflushedLost, unackedLanded, shutdownErrors,
                     bitmapsInconsistent, bitmapsExact, restartSeconds, checkSeconds);
         }
