@@ -5,7 +5,7 @@ set -euo pipefail
 
 need=()
 for tool in qemu-img qemu-io qemu-nbd nbdkit nbd-server nbdinfo nbdcopy nbdsh fio psktool certtool openssl \
-    fusermount3 losetup blkid mkfs.ext4 debugfs mkfs.xfs; do
+    fusermount3 losetup blkid mkfs.ext4 debugfs mkfs.xfs e2fsck taskset; do
   command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
 # qemu 10 is required for extended headers; an older qemu-nbd from bookworm is not enough.
