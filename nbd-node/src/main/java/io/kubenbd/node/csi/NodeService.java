@@ -351,12 +351,14 @@ final class NodeService extends NodeGrpc.NodeImplBase {
         serve("NodePublishVolume", id, observer, () -> {
             require(!id.isEmpty(), "volume_id is required");
             Path target = absolutePath("target_path", request.getTargetPath());
-            absolutePath("staging_target_path (STAGE_UNSTAGE_VOLUME)", request.getStagingTargetPath());
+            Path stagingPath = absolutePath("staging_target_path (STAGE_UNSTAGE_VOLUME)", request.getStagingTargetPath());
             require(request.hasVolumeCapability(), "volume_capability is required");
             StagedVolume volume = recorded(id);
             if (volume == null) {
                 throw Status.NOT_FOUND.withDescription("volume " + id + " is not staged on node " + nodeId).asException();
             }
+            require(volume.stagingPath().equals(stagingPath), "volume " + id + " is staged at " + volume.stagingPath()
+                    + ", not at " + stagingPath);
             if (volume.block() != request.getVolumeCapability().hasBlock()) {
                 throw invalid("volume " + id + " is staged as a " + (volume.block() ? "block volume" : "filesystem")
                         + " and cannot be published as the other");
@@ -473,7 +475,8 @@ final class NodeService extends NodeGrpc.NodeImplBase {
             // The spec (and csi-sanity, with "some/path") wants NOT_FOUND for a path the volume is not at;
             // one that is not absolute and normalised cannot be any volume's.
             Path path = normalisedPath(request.getVolumePath());
-            if (volume == null || path == null || !Files.exists(path)) {
+            if (volume == null || path == null || !Files.exists(path)
+                    || !(path.equals(volume.stagingPath()) || volume.targets().containsKey(path.toString()))) {
                 throw Status.NOT_FOUND.withDescription("volume " + id + " is not at '" + request.getVolumePath() + "' on node "
                         + nodeId + " (volume paths are absolute and normalised)").asException();
             }

@@ -126,6 +126,13 @@ class CsiNodeIT {
                             e -> assertThat(e.getStatus().getCode()).isEqualTo(Status.Code.ALREADY_EXISTS));
             node.nodePublishVolume(publish(staging, target, mount("ext4")));
             node.nodePublishVolume(publish(staging, target, mount("ext4")));
+            // Publish binds only from where the volume is staged; stats answer only for the volume's own paths.
+            assertFails(Status.Code.INVALID_ARGUMENT,
+                    () -> node.nodePublishVolume(publish(dir.resolve("other-staging"), dir.resolve("pod2/volume"), mount("ext4"))),
+                    "is staged at " + staging);
+            assertThat(dir.resolve("pod2/volume")).doesNotExist();
+            assertFails(Status.Code.NOT_FOUND, () -> node.nodeGetVolumeStats(NodeGetVolumeStatsRequest.newBuilder()
+                    .setVolumeId("ns/vol").setVolumePath(dir.path().toString()).build()), "is not at");
             Files.writeString(target.resolve("hello.txt"), "written through kube-nbd\n");
             Path readOnlyTarget = dir.resolve("reader/volume");
             node.nodePublishVolume(publish(staging, readOnlyTarget, mount("ext4")).toBuilder().setReadonly(true).build());
