@@ -7,6 +7,7 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 import java.io.IOException;
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
@@ -50,10 +51,15 @@ final class KernelAttachment implements Attachment {
 
     /**
      * Disconnects a /dev/nbdN left by a crashed earlier run (its relays died with that process,
-     * so it only waits out the dead-connection timeout); the volume is then attached anew.
+     * so it only waits out the dead-connection timeout); the volume is then attached anew. Only
+     * if the device still serves this volume: by now it may have been freed and given to another.
      */
-    static void releaseStale(Path device) {
+    static void releaseStale(Path device, String volumeId) {
         if (device == null || !device.getFileName().toString().startsWith("nbd")) {
+            return;
+        }
+        if (!servesVolume(Path.of("/sys/block"), device, volumeId)) {
+            log.info("volume={} leaves {} alone: it no longer serves this volume", volumeId, device);
             return;
         }
         int index = Integer.parseInt(device.getFileName().toString().substring(3));
@@ -63,6 +69,21 @@ final class KernelAttachment implements Attachment {
             netlink.request(disconnect.description(), disconnect.encode(family, netlink.nextSequence(), netlink.portId()));
         } catch (IOException e) {
             log.warn("cannot disconnect stale {}: {}", device, e.getMessage());
+        }
+    }
+
+    /** The backend identifier {@link #attach} gives the device, which the kernel shows in sysfs. */
+    static String backendIdentifier(String volumeId) {
+        return "kube-nbd:" + volumeId;
+    }
+
+    /** Whether {@code device}'s backend identifier (in {@code sysBlock/nbdN/backend}) names the volume. */
+    static boolean servesVolume(Path sysBlock, Path device, String volumeId) {
+        Path backend = sysBlock.resolve(device.getFileName().toString()).resolve("backend");
+        try {
+            return Files.readString(backend).strip().equals(backendIdentifier(volumeId));
+        } catch (IOException e) {
+            return false; // not connected (no backend file) or unreadable: not ours to disconnect
         }
     }
 
@@ -91,7 +112,7 @@ final class KernelAttachment implements Attachment {
                 var connect = new NbdNetlinkRequest.Connect(NbdNetlinkRequest.ANY_INDEX, export.size(), BLOCK_SIZE,
                         REQUEST_TIMEOUT_SECONDS, DEAD_CONNECTION_TIMEOUT_SECONDS, serverFlags,
                         NbdNetlinkRequest.CLIENT_FLAG_DESTROY_ON_DISCONNECT,
-                        pairs.stream().map(UnixSocketPair::kernelEnd).toList(), Optional.of("kube-nbd:" + volumeId));
+                        pairs.stream().map(UnixSocketPair::kernelEnd).toList(), Optional.of(backendIdentifier(volumeId)));
                 index = connect.deviceIndexFrom(netlink.request(connect.description(),
                         connect.encode(family, netlink.nextSequence(), netlink.portId())));
             }

@@ -173,7 +173,7 @@ final class NodeService extends NodeGrpc.NodeImplBase {
                     SystemCommand.run("umount", "-l", volume.stagingPath().toString());
                 }
                 UserspaceAttachment.releaseStale(volume.device(), volume.fuseDir());
-                KernelAttachment.releaseStale(volume.device());
+                KernelAttachment.releaseStale(volume.device(), volume.volumeId());
                 StagedVolume reattached = attach(volume);
                 for (var target : volume.targets().entrySet()) {
                     publishAt(reattached, Path.of(target.getKey()), target.getValue());
