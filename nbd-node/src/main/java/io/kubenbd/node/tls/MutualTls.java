@@ -54,6 +54,11 @@ public final class MutualTls {
      * @throws IOException a file is missing or does not hold what it should (the message names it)
      */
     public static MutualTls fromFiles(Path certificate, Path key, Path ca, Consumer<String> onReload) throws IOException {
+        for (Path file : List.of(certificate, key, ca)) {
+            if (!Files.isRegularFile(file)) {
+                throw new IOException("no such file: " + file);
+            }
+        }
         return new MutualTls(new ReloadingFile<>(List.of(certificate, key, ca), () -> load(certificate, key, ca),
                 ServerTlsCredentials.CHECK_INTERVAL_NANOS, onReload));
     }

@@ -147,6 +147,12 @@ class ControlTlsIT {
                 "--control-tls-key", pki.resolve("server-key.pem").toString());
         assertThat(noCa.exitCode()).isEqualTo(2);
         assertThat(noCa.stderr()).contains("served only with mutual TLS: give --control-tls-cert, --control-tls-key and --control-tls-ca");
+        PeerCommand.Result missing = serve("--control", "127.0.0.1:0",
+                "--control-tls-cert", pki.resolve("server-cert.pem").toString(),
+                "--control-tls-key", pki.resolve("server-key.pem").toString(),
+                "--control-tls-ca", scratch.resolve("no-such-ca.pem").toString());
+        assertThat(missing.exitCode()).isEqualTo(1);
+        assertThat(missing.stderr().strip()).isEqualTo("nbd-node: no such file: " + scratch.resolve("no-such-ca.pem"));
         PeerCommand.Result unix = serve("--control", "unix:" + scratch.resolve("c.sock"),
                 "--control-tls-ca", pki.resolve("ca-cert.pem").toString());
         assertThat(unix.exitCode()).isEqualTo(2);
