@@ -1,7 +1,9 @@
 package io.kubenbd.node.cli;
 
+import io.grpc.ChannelCredentials;
 import io.grpc.ManagedChannel;
 import io.grpc.StatusRuntimeException;
+import io.grpc.TlsChannelCredentials;
 import io.grpc.netty.shaded.io.grpc.netty.NettyChannelBuilder;
 import io.grpc.netty.shaded.io.netty.channel.EventLoopGroup;
 import io.grpc.netty.shaded.io.netty.channel.epoll.EpollDomainSocketChannel;
@@ -19,6 +21,7 @@ import io.kubenbd.node.control.v1.ExportStatus;
 import io.kubenbd.node.control.v1.GetStatisticsRequest;
 import io.kubenbd.node.control.v1.ListExportsRequest;
 import io.kubenbd.node.server.ControlAddress;
+import io.kubenbd.node.tls.MutualTls;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
@@ -35,8 +38,22 @@ import java.util.concurrent.TimeUnit;
 final class CtlCommand {
 
     @Option(names = "--control", paramLabel = "ADDR", required = true,
-            description = "The server's control address: unix:PATH or HOST:PORT.")
+            description = "The server's control address: unix:PATH, or HOST:PORT with --tls-cert, --tls-key and --tls-ca.")
     String control;
+
+    @Option(names = "--tls-cert", paramLabel = "FILE",
+            description = "Client certificate (PEM) for a HOST:PORT control address; it must chain to the server's control CA.")
+    java.nio.file.Path tlsCert;
+
+    @Option(names = "--tls-key", paramLabel = "FILE", description = "Private key of --tls-cert (PEM).")
+    java.nio.file.Path tlsKey;
+
+    @Option(names = "--tls-ca", paramLabel = "FILE", description = "CA (PEM) the server's certificate must chain to.")
+    java.nio.file.Path tlsCa;
+
+    @Option(names = "--tls-server-name", paramLabel = "NAME",
+            description = "Name the server's certificate must carry (default: HOST of --control).")
+    String tlsServerName;
 
     /** Runs {@code call} against the control API and turns gRPC failures into one-line errors. */
     <T> T call(java.util.function.Function<ExportControlGrpc.ExportControlBlockingStub, T> call) throws IOException {
@@ -45,14 +62,22 @@ final class CtlCommand {
         NettyChannelBuilder builder;
         switch (address) {
             case ControlAddress.Unix unix -> {
+                if (tlsCert != null || tlsKey != null || tlsCa != null || tlsServerName != null) {
+                    throw new IllegalArgumentException("--tls-* options are for a HOST:PORT control address, not " + unix);
+                }
                 group = new EpollEventLoopGroup(1);
                 builder = NettyChannelBuilder.forAddress(new DomainSocketAddress(unix.path().toFile()))
                         .channelType(EpollDomainSocketChannel.class)
                         .eventLoopGroup(group);
             }
-            case ControlAddress.Tcp tcp -> builder = NettyChannelBuilder.forAddress(tcp.address());
+            case ControlAddress.Tcp tcp -> {
+                builder = NettyChannelBuilder.forAddress(tcp.address(), credentials(tcp));
+                if (tlsServerName != null) {
+                    builder.overrideAuthority(tlsServerName);
+                }
+            }
         }
-        ManagedChannel channel = builder.usePlaintext().build();
+        ManagedChannel channel = (address instanceof ControlAddress.Unix ? builder.usePlaintext() : builder).build();
         try {
             return call.apply(ExportControlGrpc.newBlockingStub(channel).withDeadlineAfter(10, TimeUnit.SECONDS));
         } catch (StatusRuntimeException e) {
@@ -65,6 +90,16 @@ final class CtlCommand {
                 group.shutdownGracefully(0, 1, TimeUnit.SECONDS);
             }
         }
+    }
+
+    /** A TCP control API speaks mutual TLS only; a unix socket is plain (its file mode guards it). */
+    private ChannelCredentials credentials(ControlAddress.Tcp address) throws IOException {
+        if (tlsCert == null || tlsKey == null || tlsCa == null) {
+            throw new IllegalArgumentException("ctl --control " + address
+                    + " needs --tls-cert, --tls-key and --tls-ca: a TCP control API speaks mutual TLS only");
+        }
+        MutualTls tls = MutualTls.fromFiles(tlsCert, tlsKey, tlsCa, message -> { });
+        return TlsChannelCredentials.newBuilder().keyManager(tls.keyManager()).trustManager(tls.trustManager()).build();
     }
 
     @Command(name = "exports", mixinStandardHelpOptions = true, description = "List exports and their connections.")

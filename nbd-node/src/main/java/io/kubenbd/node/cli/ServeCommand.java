@@ -6,6 +6,7 @@ import io.kubenbd.node.server.ExportConfig;
 import io.kubenbd.node.server.ExportRegistry;
 import io.kubenbd.node.server.NbdServer;
 import io.kubenbd.node.server.ServerSettings;
+import io.kubenbd.node.tls.MutualTls;
 import io.kubenbd.node.tls.ServerTls;
 import io.kubenbd.node.tls.ServerTlsCredentials;
 import io.kubenbd.node.tls.TlsMode;
@@ -35,6 +36,9 @@ import java.util.concurrent.CountDownLatch;
                 "",
                 "TLS: --tls-psk FILE (make one with: psktool -u alice -p keys.psk), or --tls-cert FILE --tls-key FILE",
                 "[--tls-ca FILE]. Key and certificate files are re-read when they change; live connections go on.",
+                "",
+                "Control API: --control unix:PATH (mode 0600), or --control HOST:PORT with --control-tls-cert FILE",
+                "--control-tls-key FILE --control-tls-ca FILE: mutual TLS, clients need a certificate from that CA.",
                 "",
                 "Example:",
                 "  nbd-node serve --port 10809 --export 'disk=/var/lib/disk.img,description=VM disk,max-connections=4'"})
@@ -91,8 +95,20 @@ final class ServeCommand implements Callable<Integer> {
     Path stateDir;
 
     @Option(names = "--control", paramLabel = "ADDR",
-            description = "Serve the gRPC control API (exports, connections, statistics) on unix:PATH or HOST:PORT.")
+            description = "Serve the gRPC control API (exports, connections, statistics, dirty bitmaps) on unix:PATH "
+                    + "(mode 0600) or HOST:PORT (mutual TLS: needs --control-tls-cert, --control-tls-key, --control-tls-ca).")
     String control;
+
+    @Option(names = "--control-tls-cert", paramLabel = "FILE",
+            description = "Certificate chain (PEM) of a TCP control API.")
+    Path controlTlsCert;
+
+    @Option(names = "--control-tls-key", paramLabel = "FILE", description = "Private key of --control-tls-cert (PEM).")
+    Path controlTlsKey;
+
+    @Option(names = "--control-tls-ca", paramLabel = "FILE",
+            description = "CA (PEM) that control API clients' certificates must chain to (with extended key usage clientAuth).")
+    Path controlTlsCa;
 
     @Override
     public Integer call() throws Exception {
@@ -128,6 +144,7 @@ final class ServeCommand implements Callable<Integer> {
             Signal.handle(new Signal(signal), s -> stopRequested.countDown());
         }
         ControlAddress controlAddress = control == null ? null : ControlAddress.parse(control);
+        MutualTls controlTls = controlTls(controlAddress);
         ServerTls tls = serverTls();
         if (stateDir != null) {
             java.nio.file.Files.createDirectories(stateDir);
@@ -136,7 +153,7 @@ final class ServeCommand implements Callable<Integer> {
         NbdServer server = NbdServer.start(new InetSocketAddress(bindAddress, bindPort), registry, settings, tls);
         ControlServer controlServer;
         try {
-            controlServer = controlAddress == null ? null : ControlServer.start(controlAddress, registry);
+            controlServer = controlAddress == null ? null : ControlServer.start(controlAddress, registry, controlTls);
         } catch (java.io.IOException | RuntimeException e) {
             server.close();
             throw e;
@@ -147,6 +164,25 @@ final class ServeCommand implements Callable<Integer> {
         }
         server.shutdownGracefully();
         return 0;
+    }
+
+    /** Mutual TLS for a TCP control address (which is never served without it); none for a unix socket. */
+    private MutualTls controlTls(ControlAddress address) throws java.io.IOException {
+        boolean any = controlTlsCert != null || controlTlsKey != null || controlTlsCa != null;
+        if (!(address instanceof ControlAddress.Tcp)) {
+            if (any) {
+                throw new IllegalArgumentException("--control-tls-cert, --control-tls-key and --control-tls-ca are for a "
+                        + "TCP --control address; a unix socket is guarded by its file mode (0600)");
+            }
+            return null;
+        }
+        if (controlTlsCert == null || controlTlsKey == null || controlTlsCa == null) {
+            throw new IllegalArgumentException("--control " + control + " is a TCP address, served only with mutual TLS: "
+                    + "give --control-tls-cert, --control-tls-key and --control-tls-ca (or use --control unix:PATH)");
+        }
+        Logger log = LoggerFactory.getLogger(ControlServer.class);
+        return MutualTls.fromFiles(controlTlsCert, controlTlsKey, controlTlsCa,
+                message -> log.info("control API TLS credentials {}", message));
     }
 
     private ServerTls serverTls() throws java.io.IOException {

@@ -2,11 +2,14 @@ package io.kubenbd.node.grpc;
 
 import io.grpc.BindableService;
 import io.grpc.Server;
+import io.grpc.ServerCredentials;
+import io.grpc.TlsServerCredentials;
 import io.grpc.netty.shaded.io.grpc.netty.NettyServerBuilder;
 import io.grpc.netty.shaded.io.netty.channel.EventLoopGroup;
 import io.grpc.netty.shaded.io.netty.channel.epoll.EpollEventLoopGroup;
 import io.grpc.netty.shaded.io.netty.channel.epoll.EpollServerDomainSocketChannel;
 import io.grpc.netty.shaded.io.netty.channel.unix.DomainSocketAddress;
+import io.kubenbd.node.tls.MutualTls;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -17,9 +20,9 @@ import java.nio.file.Path;
 import java.util.concurrent.TimeUnit;
 
 /**
- * A running gRPC server (grpc-java on its shaded netty) on a unix socket or a TCP address. A
- * unix socket left by a killed process is replaced; closing lets calls in progress finish for
- * up to 5 s, then stops the server and removes the socket file.
+ * A running gRPC server (grpc-java on its shaded netty) on a unix socket or, with mutual TLS
+ * only, a TCP address. A unix socket left by a killed process is replaced; closing lets calls
+ * in progress finish for up to 5 s, then stops the server and removes the socket file.
  */
 public final class GrpcEndpoint implements AutoCloseable {
     private static final Logger log = LoggerFactory.getLogger(GrpcEndpoint.class);
@@ -46,8 +49,17 @@ public final class GrpcEndpoint implements AutoCloseable {
         return start(builder, group, socket, "unix:" + socket, services);
     }
 
-    public static GrpcEndpoint tcp(InetSocketAddress address, BindableService... services) throws IOException {
-        return start(NettyServerBuilder.forAddress(address), null, null, address.toString(), services);
+    /**
+     * Serves on a TCP address with mutual TLS only: the client must present a certificate that
+     * {@code tls}' trust manager accepts, or the handshake fails before any call.
+     */
+    public static GrpcEndpoint tcp(InetSocketAddress address, MutualTls tls, BindableService... services) throws IOException {
+        ServerCredentials credentials = TlsServerCredentials.newBuilder()
+                .keyManager(tls.keyManager())
+                .trustManager(tls.trustManager())
+                .clientAuth(TlsServerCredentials.ClientAuth.REQUIRE)
+                .build();
+        return start(NettyServerBuilder.forAddress(address, credentials), null, null, address.toString(), services);
     }
 
     private static GrpcEndpoint start(NettyServerBuilder builder, EventLoopGroup group, Path socket, String where,

@@ -8,6 +8,7 @@ import io.kubenbd.node.control.v1.CheckpointRequest;
 import io.kubenbd.node.control.v1.MergeBitmapsRequest;
 import io.kubenbd.node.control.v1.RemoveBitmapResponse;
 import io.kubenbd.node.storage.DirtyBitmapInfo;
+import io.kubenbd.node.storage.DirtyBitmapLimitException;
 import io.kubenbd.node.storage.DirtyBitmapSet;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -110,7 +111,8 @@ final class ExportControlService extends ExportControlGrpc.ExportControlImplBase
     /**
      * Runs a bitmap operation on an export's set and answers with its result, or with the
      * status a caller can act on: NOT_FOUND for an unknown export, INVALID_ARGUMENT for bad
-     * names or granularities, FAILED_PRECONDITION for a bitmap in the wrong state, INTERNAL
+     * names or granularities, RESOURCE_EXHAUSTED for a bitmap
+     * beyond the export's bound, FAILED_PRECONDITION for a bitmap in the wrong state, INTERNAL
      * when the bitmap files cannot be written.
      */
     private <T> void onBitmaps(String exportName, String what, StreamObserver<T> response,
@@ -129,6 +131,8 @@ final class ExportControlService extends ExportControlGrpc.ExportControlImplBase
             log.info("export={} control API: {}", exportName, what);
             response.onNext(result);
             response.onCompleted();
+        } catch (DirtyBitmapLimitException e) {
+            response.onError(Status.RESOURCE_EXHAUSTED.withDescription(e.getMessage()).asRuntimeException());
         } catch (IllegalArgumentException e) {
             response.onError(Status.INVALID_ARGUMENT.withDescription(e.getMessage()).asRuntimeException());
         } catch (IllegalStateException e) {

@@ -87,6 +87,10 @@ public final class DirtyBitmapSet implements AutoCloseable {
     public static final long MIN_GRANULARITY = 512;
     public static final long MAX_GRANULARITY = 64L << 20;
     public static final long DEFAULT_GRANULARITY = 64L << 10;
+    /** Bitmaps one export may have at once. */
+    public static final int MAX_BITMAPS = 32;
+    /** Bytes of bits all bitmaps of one export may take together (they live on the heap). */
+    public static final long MAX_BITMAP_BYTES = 64L << 20;
     public static final String NAME_PATTERN = "[A-Za-z0-9][A-Za-z0-9._-]{0,127}";
     static final String LOCK_FILE = ".lock";
 
@@ -225,6 +229,8 @@ public final class DirtyBitmapSet implements AutoCloseable {
      *
      * @throws IllegalArgumentException the name does not match {@value #NAME_PATTERN} or is
      *     taken, or the granularity is not a power of two in 512 B .. 64 MiB
+     * @throws DirtyBitmapLimitException the export has {@link #MAX_BITMAPS} bitmaps, or this one
+     *     would take their bits past {@link #MAX_BITMAP_BYTES}
      */
     public DirtyBitmapInfo add(String name, long granularity) throws IOException {
         lock.lock();
@@ -252,8 +258,34 @@ public final class DirtyBitmapSet implements AutoCloseable {
             throw new IllegalArgumentException("invalid granularity " + granularity
                     + ": it must be a power of two from 512 B to 64 MiB");
         }
-        DirtyBitmap.wordCount(exportSize, granularity); // throws when too fine for the export
+        long bytes = DirtyBitmap.wordCount(exportSize, granularity) * 8L; // throws when too fine for the export
+        checkRoomFor(name, granularity, bytes);
         return new DirtyBitmap(name, granularity, exportSize, nextSequence++, DirtyBitmapState.RECORDING);
+    }
+
+    /**
+     * Bitmaps live on the heap, and a control API caller must not be able to exhaust it: at most
+     * {@link #MAX_BITMAPS} per export, together at most {@link #MAX_BITMAP_BYTES} of bits.
+     */
+    private void checkRoomFor(String name, long granularity, long bytes) {
+        if (bitmaps.size() >= MAX_BITMAPS) {
+            throw new DirtyBitmapLimitException("export already has " + bitmaps.size()
+                    + " dirty bitmaps, the most allowed: remove one first");
+        }
+        long inUse = 0;
+        for (DirtyBitmap bitmap : bitmaps.values()) {
+            inUse += bitmap.wordCount() * 8L;
+        }
+        if (inUse + bytes > MAX_BITMAP_BYTES) {
+            throw new DirtyBitmapLimitException("dirty bitmap '" + name + "' (granularity " + granularity + ") would need "
+                    + mib(bytes) + " MiB for this export's " + exportSize + " bytes, more than the "
+                    + mib(MAX_BITMAP_BYTES) + " MiB all its bitmaps may use (" + mib(inUse)
+                    + " MiB in use): choose a coarser granularity");
+        }
+    }
+
+    private static long mib(long bytes) {
+        return (bytes + (1L << 20) - 1) >> 20;
     }
 
     /** Stops recording into the bitmap and deletes its file. */

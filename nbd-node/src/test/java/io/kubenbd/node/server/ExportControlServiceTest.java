@@ -162,4 +162,14 @@ class ExportControlServiceTest {
                         e -> assertThat(e.getStatus().getCode()).isEqualTo(Status.Code.NOT_FOUND))
                 .hasMessageContaining("no export named 'nope'");
     }
+    @Test
+    void bitmapsBeyondTheExportsBoundAreRefusedAsResourceExhausted() {
+        for (int i = 0; i < 32; i++) {
+            stub.addBitmap(AddBitmapRequest.newBuilder().setExport("disk").setName("b" + i).build());
+        }
+        assertThatThrownBy(() -> stub.addBitmap(AddBitmapRequest.newBuilder().setExport("disk").setName("b32").build()))
+                .isInstanceOfSatisfying(StatusRuntimeException.class,
+                        e -> assertThat(e.getStatus().getCode()).isEqualTo(Status.Code.RESOURCE_EXHAUSTED))
+                .hasMessageContaining("export already has 32 dirty bitmaps, the most allowed");
+    }
 }

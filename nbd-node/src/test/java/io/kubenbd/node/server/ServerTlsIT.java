@@ -2,6 +2,7 @@ package io.kubenbd.node.server;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
+import io.kubenbd.node.testing.CertTool;
 import io.kubenbd.node.testing.PeerCommand;
 import io.kubenbd.node.testing.ScratchDir;
 import io.kubenbd.node.testing.ServerProcess;
@@ -872,22 +873,11 @@ class ServerTlsIT {
     }
 
     private static void makeCa(Path dir, String name, String cn) throws Exception {
-        Path template = dir.resolve(name + ".info");
-        Files.writeString(template, "cn = " + cn + "\nca\ncert_signing_key\nexpiration_days = 30\n");
-        run("certtool", "--generate-privkey", "--outfile", dir.resolve(name + "-key.pem").toString()).assertSuccess();
-        run("certtool", "--generate-self-signed", "--load-privkey", dir.resolve(name + "-key.pem").toString(),
-                "--template", template.toString(), "--outfile", dir.resolve(name + "-cert.pem").toString()).assertSuccess();
+        CertTool.ca(dir, name, cn);
     }
 
     private static void makeCert(Path dir, String ca, String name, String template) throws Exception {
-        Path info = dir.resolve(name + ".info");
-        Files.writeString(info, template + "expiration_days = 30\n");
-        Path caDir = Files.exists(dir.resolve(ca + "-cert.pem")) ? dir : pki.path();
-        run("certtool", "--generate-privkey", "--outfile", dir.resolve(name + "-key.pem").toString()).assertSuccess();
-        run("certtool", "--generate-certificate", "--load-privkey", dir.resolve(name + "-key.pem").toString(),
-                "--load-ca-certificate", caDir.resolve(ca + "-cert.pem").toString(),
-                "--load-ca-privkey", caDir.resolve(ca + "-key.pem").toString(),
-                "--template", info.toString(), "--outfile", dir.resolve(name + "-cert.pem").toString()).assertSuccess();
+        CertTool.cert(dir, name, Files.exists(dir.resolve(ca + "-cert.pem")) ? dir : pki.path(), ca, template);
     }
 
     /** A directory in qemu's and libnbd's layout: ca-cert.pem and, if {@code client} is given, client-cert/key.pem. */

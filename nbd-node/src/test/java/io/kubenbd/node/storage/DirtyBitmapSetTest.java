@@ -684,4 +684,40 @@ class DirtyBitmapSetTest {
             raf.write(b ^ 0x5a);
         }
     }
+    @Test
+    void atMost32BitmapsPerExport() throws IOException {
+        try (DirtyBitmapSet set = open(MIB)) {
+            for (int i = 0; i < DirtyBitmapSet.MAX_BITMAPS; i++) {
+                set.add("b" + i, 64 * KIB);
+            }
+            assertThatThrownBy(() -> set.add("one-more", 64 * KIB))
+                    .isInstanceOf(DirtyBitmapLimitException.class)
+                    .hasMessage("export already has 32 dirty bitmaps, the most allowed: remove one first");
+            assertThatThrownBy(() -> set.checkpoint("b0", "one-more", 64 * KIB))
+                    .isInstanceOf(DirtyBitmapLimitException.class);
+            assertThat(set.list()).hasSize(32);
+            assertThat(set.info("b0").orElseThrow().state()).as("the refused checkpoint froze nothing")
+                    .isEqualTo(DirtyBitmapState.RECORDING);
+            set.remove("b3");
+            set.add("one-more", 64 * KIB);
+        }
+    }
+
+    @Test
+    void theBitsOfAllBitmapsOfAnExportStayWithin64MiB() throws IOException {
+        long tib = 1024 * 1024 * MIB;
+        try (DirtyBitmapSet set = open(tib)) {
+            // 1 TiB at 512 B granules would be 256 MiB of bits.
+            assertThatThrownBy(() -> set.add("fine", 512))
+                    .isInstanceOf(DirtyBitmapLimitException.class)
+                    .hasMessage("dirty bitmap 'fine' (granularity 512) would need 256 MiB for this export's 1099511627776 bytes, "
+                            + "more than the 64 MiB all its bitmaps may use (0 MiB in use): choose a coarser granularity");
+            set.add("a", 4 * KIB); // 32 MiB
+            set.add("b", 4 * KIB); // 64 MiB
+            assertThatThrownBy(() -> set.add("c", 64 * KIB)) // 2 MiB more
+                    .isInstanceOf(DirtyBitmapLimitException.class)
+                    .hasMessageContaining("(64 MiB in use)");
+            assertThat(set.list()).extracting(DirtyBitmapInfo::name).containsExactly("a", "b");
+        }
+    }
 }

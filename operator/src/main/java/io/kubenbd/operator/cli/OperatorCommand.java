@@ -57,6 +57,11 @@ public final class OperatorCommand implements Callable<Integer> {
             description = "namespace of the Lease (default: $POD_NAMESPACE, else the service account's namespace)")
     String leaseNamespace;
 
+    @Option(names = "--control-ca-namespace", paramLabel = "NS",
+            description = "namespace of the Secret kube-nbd-control-ca, the CA of the servers' control API "
+                    + "(default: $POD_NAMESPACE, else the service account's namespace, else --lease-namespace)")
+    String controlCaNamespace;
+
     @Option(names = "--lease-name", paramLabel = "NAME", defaultValue = OperatorOptions.DEFAULT_LEASE_NAME,
             description = "name of the Lease (default: ${DEFAULT-VALUE})")
     String leaseName;
@@ -90,9 +95,15 @@ public final class OperatorCommand implements Callable<Integer> {
             throw new CommandLine.ParameterException(new CommandLine(this),
                     "--lease-namespace is needed outside a pod (or --no-leader-election for a single replica)");
         }
+        String caNamespace = controlCaNamespace != null ? controlCaNamespace
+                : ownNamespace() != null ? ownNamespace() : leaseNamespace;
+        if (caNamespace == null) {
+            throw new CommandLine.ParameterException(new CommandLine(this),
+                    "--control-ca-namespace is needed outside a pod: the namespace of the control API's CA Secret");
+        }
         var options = new OperatorOptions(Set.copyOf(namespaces),
                 new ServerSettings(serverImage, pullPolicy, controlPort, serverJavaOptions),
-                leaseNs, leaseName, identity(), httpBind, httpPort, reconcileThreads, true);
+                leaseNs, leaseName, identity(), httpBind, httpPort, reconcileThreads, true, caNamespace);
         var stopped = new CountDownLatch(1);
         Path csiSocket = csiControllerEndpoint == null ? null : unixSocket(csiControllerEndpoint);
         try (var client = new KubernetesClientBuilder().withConfig(config).build();
@@ -119,9 +130,11 @@ public final class OperatorCommand implements Callable<Integer> {
     }
 
     private String leaseNamespace() throws IOException {
-        if (leaseNamespace != null) {
-            return leaseNamespace;
-        }
+        return leaseNamespace != null ? leaseNamespace : ownNamespace();
+    }
+
+    /** The namespace this pod runs in; null outside a pod. */
+    private static String ownNamespace() throws IOException {
         String fromEnv = System.getenv("POD_NAMESPACE");
         if (fromEnv != null && !fromEnv.isEmpty()) {
             return fromEnv;

@@ -9,6 +9,7 @@ import io.kubenbd.node.control.v1.BitmapRequest;
 import io.kubenbd.node.control.v1.ExportControlGrpc;
 import io.kubenbd.node.control.v1.ExportStatus;
 import io.kubenbd.node.control.v1.ListExportsRequest;
+import io.kubenbd.operator.controltls.ControlCa;
 import io.kubenbd.operator.model.DirtyBitmapSpec;
 import io.kubenbd.operator.model.DirtyBitmapStatus;
 import io.kubenbd.operator.model.NbdExport;
@@ -28,6 +29,12 @@ import java.util.concurrent.TimeUnit;
 public final class BitmapSync {
     private static final long DEADLINE_SECONDS = 10;
 
+    private final ControlCa controlCa;
+
+    public BitmapSync(ControlCa controlCa) {
+        this.controlCa = controlCa;
+    }
+
     /** What the server reported after the changes, one entry per bitmap. */
     public record Outcome(List<DirtyBitmapStatus> bitmaps, List<String> changes) {
     }
@@ -43,7 +50,10 @@ public final class BitmapSync {
      * @param previous the bitmap statuses from the last reconcile (for the clear requests already carried out)
      */
     public Outcome sync(NbdExport export, String host, int port, List<DirtyBitmapStatus> previous) throws ControlApiException {
-        ManagedChannel channel = NettyChannelBuilder.forAddress(host, port).usePlaintext().build();
+        // Mutual TLS: the operator's client certificate, and the server's checked against the
+        // control CA and the export's own server name (not the pod IP, which no certificate names).
+        ManagedChannel channel = NettyChannelBuilder.forAddress(host, port, controlCa.clientCredentials())
+                .overrideAuthority(ExportResources.controlServerName(export)).build();
         try {
             var stub = ExportControlGrpc.newBlockingStub(channel);
             String name = export.exportName();

@@ -39,7 +39,8 @@ final class ExportPreflight {
         }
         if (tls.generatedSecret()) {
             String generated = ExportResources.generatedSecretName(export);
-            return context.getSecondaryResource(Secret.class).isPresent()
+            // By name: the export's control TLS Secret is a secondary Secret too.
+            return context.getSecondaryResourcesAsStream(Secret.class).anyMatch(s -> generated.equals(s.getMetadata().getName()))
                     ? Finding.ok(ConditionTypes.SECRET_READY, "Generated", "PSK generated in Secret " + generated)
                     : new Finding(ConditionTypes.SECRET_READY, false, "Generating",
                     "a random PSK is written to Secret " + generated + " once the volume is ready", null);

@@ -50,6 +50,19 @@ public final class ExportResources {
         };
     }
 
+    /** The Secret with the server's control API certificate and key and the control CA's certificate. */
+    public static String controlTlsSecretName(NbdExport export) {
+        return export.getMetadata().getName() + "-control-tls";
+    }
+
+    /**
+     * The name in the server's control API certificate, which the operator checks when it calls
+     * the pod's IP: one name per export, so a certificate of one server does not pass for another's.
+     */
+    public static String controlServerName(NbdExport export) {
+        return export.getMetadata().getName() + "." + export.getMetadata().getNamespace() + ".control.kubenbd.io";
+    }
+
     /** PersistentVolumes are cluster-scoped: the namespace is part of the name. */
     public static String persistentVolumeName(NbdExport export) {
         return "nbdexport-" + export.getMetadata().getNamespace() + "-" + export.getMetadata().getName();

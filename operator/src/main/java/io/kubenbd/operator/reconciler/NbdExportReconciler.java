@@ -24,6 +24,7 @@ import io.javaoperatorsdk.operator.processing.dependent.kubernetes.KubernetesDep
 import io.javaoperatorsdk.operator.processing.event.ResourceID;
 import io.javaoperatorsdk.operator.processing.event.source.EventSource;
 import io.javaoperatorsdk.operator.processing.event.source.informer.InformerEventSource;
+import io.kubenbd.operator.controltls.ControlCa;
 import io.kubenbd.operator.model.DirtyBitmapStatus;
 import io.kubenbd.operator.model.EndpointStatus;
 import io.kubenbd.operator.model.ExportPhase;
@@ -61,10 +62,11 @@ public final class NbdExportReconciler implements Reconciler<NbdExport>, Cleaner
     private final ServerSettings settings;
     private final ExportMetrics metrics;
     private final PskSecretDependent pskSecret = new PskSecretDependent();
+    private final ControlTlsSecretDependent controlTls;
     private final ServerStatefulSetDependent server;
     private final ServerServiceDependent service = new ServerServiceDependent();
     private final ConsumerPersistentVolumeDependent persistentVolume = new ConsumerPersistentVolumeDependent();
-    private final BitmapSync bitmapSync = new BitmapSync();
+    private final BitmapSync bitmapSync;
     /**
      * The last phase and Ready reason an Event was recorded for, per export: a reconcile may start
      * from a cached export whose status predates the previous reconcile's patch, and must not
@@ -72,11 +74,14 @@ public final class NbdExportReconciler implements Reconciler<NbdExport>, Cleaner
      */
     private final Map<ResourceID, String> recordedTransitions = new java.util.concurrent.ConcurrentHashMap<>();
 
-    public NbdExportReconciler(ServerSettings settings, ExportMetrics metrics) {
+    public NbdExportReconciler(ServerSettings settings, ExportMetrics metrics, ControlCa controlCa) {
         this.settings = settings;
         this.metrics = metrics;
         this.server = new ServerStatefulSetDependent(settings);
+        this.controlTls = new ControlTlsSecretDependent(controlCa);
+        this.bitmapSync = new BitmapSync(controlCa);
         watchOnlyManaged(pskSecret, Secret.class);
+        watchOnlyManaged(controlTls, Secret.class);
         watchOnlyManaged(server, StatefulSet.class);
         watchOnlyManaged(service, Service.class);
         watchOnlyManaged(persistentVolume, PersistentVolume.class);
@@ -110,7 +115,7 @@ public final class NbdExportReconciler implements Reconciler<NbdExport>, Cleaner
                 .build(), context);
         pods.addIndexers(Map.of(ExportPreflight.PVC_INDEX, ExportPreflight::claimKeys));
         List<EventSource<?, NbdExport>> sources = new ArrayList<>(
-                EventSourceUtils.dependentEventSources(context, pskSecret, server, service, persistentVolume));
+                EventSourceUtils.dependentEventSources(context, pskSecret, controlTls, server, service, persistentVolume));
         sources.add(claims);
         sources.add(pods);
         return sources;
@@ -175,7 +180,9 @@ public final class NbdExportReconciler implements Reconciler<NbdExport>, Cleaner
             export.setStatus(status);
             control = UpdateControl.patchStatus(export);
         }
-        return phase == ExportPhase.Serving ? control : control.rescheduleAfter(RECHECK);
+        // A bitmap change the control API did not take (a server still reloading a renewed certificate) is tried again.
+        boolean bitmapsPending = findings.stream().anyMatch(f -> f.type().equals(ConditionTypes.BITMAPS_SYNCED) && !f.ok());
+        return phase == ExportPhase.Serving && !bitmapsPending ? control : control.rescheduleAfter(RECHECK);
     }
 
     /** Step 1: the TLS Secret the spec names and the PVC (exists, fits, nobody else writes to it). */
@@ -192,6 +199,7 @@ public final class NbdExportReconciler implements Reconciler<NbdExport>, Cleaner
         if (export.getSpec().tlsOrDefault().generatedSecret()) {
             pskSecret.reconcile(export, context);
         }
+        controlTls.reconcile(export, context);
         server.reconcile(export, context);
         service.reconcile(export, context);
         var pv = export.getSpec().persistentVolume();

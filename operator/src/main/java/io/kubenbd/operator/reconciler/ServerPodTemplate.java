@@ -21,7 +21,7 @@ import java.util.Map;
 /**
  * The pod that runs {@code nbd-node serve} for one export. The command line is the whole
  * configuration: the export, TLS files from the mounted Secret, the control API for the
- * operator. The server binds the pod IP (from the downward API, expanded by the kubelet as
+ * operator (mutual TLS with the certificate from the control TLS Secret). The server binds the pod IP (from the downward API, expanded by the kubelet as
  * {@code $(POD_IP)}), so nothing listens on other interfaces.
  */
 public final class ServerPodTemplate {
@@ -32,11 +32,14 @@ public final class ServerPodTemplate {
     public static final String TLS_VOLUME = "tls";
     public static final String STATE_VOLUME = "state";
     public static final String TMP_VOLUME = "tmp";
+    public static final String CONTROL_TLS_VOLUME = "control-tls";
     /** Where a Filesystem PVC is mounted. */
     public static final String DATA_MOUNT = "/data";
     /** Where a Block PVC's device appears. */
     public static final String DEVICE_PATH = "/dev/kube-nbd/volume";
     public static final String TLS_MOUNT = "/var/run/kube-nbd/tls";
+    /** The control API's certificate, key and the CA of its clients (the operator). */
+    public static final String CONTROL_TLS_MOUNT = "/var/run/kube-nbd/control-tls";
     /** Bitmaps of block-device exports (a Filesystem export keeps them next to its image). */
     public static final String STATE_MOUNT = "/var/lib/kube-nbd";
     private static final long NON_ROOT_ID = 65532;
@@ -58,6 +61,8 @@ public final class ServerPodTemplate {
             volumes.add(new VolumeBuilder().withName(TLS_VOLUME).withNewSecret().withSecretName(tlsSecret)
                     .withDefaultMode(0440).endSecret().build());
         }
+        volumes.add(new VolumeBuilder().withName(CONTROL_TLS_VOLUME).withNewSecret()
+                .withSecretName(ExportResources.controlTlsSecretName(export)).withDefaultMode(0440).endSecret().build());
         // The root filesystem is read-only; the JVM and netty's native transport need a /tmp.
         volumes.add(new VolumeBuilder().withName(TMP_VOLUME).withNewEmptyDir().withSizeLimit(new Quantity("64Mi"))
                 .endEmptyDir().build());
@@ -99,7 +104,9 @@ public final class ServerPodTemplate {
         List<String> args = new ArrayList<>(List.of("serve",
                 "--bind", "$(POD_IP)", "--port", Integer.toString(spec.serviceOrDefault().portOrDefault()),
                 "--export", exportArg.toString(),
-                "--control", "$(POD_IP):" + settings.controlPort()));
+                "--control", "$(POD_IP):" + settings.controlPort(),
+                "--control-tls-cert", CONTROL_TLS_MOUNT + "/tls.crt", "--control-tls-key", CONTROL_TLS_MOUNT + "/tls.key",
+                "--control-tls-ca", CONTROL_TLS_MOUNT + "/ca.crt"));
         switch (spec.tlsOrDefault().modeOrDefault()) {
             case NONE -> args.addAll(List.of("--tls", "off"));
             case PSK -> args.addAll(List.of("--tls", "require", "--tls-psk", TLS_MOUNT + "/" + ExportResources.PSK_KEY));
@@ -143,6 +150,7 @@ public final class ServerPodTemplate {
                 .withSecurityContext(new SecurityContextBuilder().withAllowPrivilegeEscalation(false)
                         .withReadOnlyRootFilesystem(true).withNewCapabilities().withDrop("ALL").endCapabilities().build());
         builder.addNewVolumeMount().withName(TMP_VOLUME).withMountPath("/tmp").endVolumeMount();
+        builder.addNewVolumeMount().withName(CONTROL_TLS_VOLUME).withMountPath(CONTROL_TLS_MOUNT).withReadOnly(true).endVolumeMount();
         if (blockVolume) {
             builder.addNewVolumeDevice().withName(DATA_VOLUME).withDevicePath(DEVICE_PATH).endVolumeDevice();
             builder.addNewVolumeMount().withName(STATE_VOLUME).withMountPath(STATE_MOUNT).endVolumeMount();

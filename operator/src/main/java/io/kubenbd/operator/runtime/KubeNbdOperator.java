@@ -1,5 +1,6 @@
 package io.kubenbd.operator.runtime;
 
+import io.kubenbd.operator.controltls.ControlCa;
 import io.fabric8.kubernetes.client.KubernetesClient;
 import io.javaoperatorsdk.operator.Operator;
 import io.javaoperatorsdk.operator.api.config.LeaderElectionConfiguration;
@@ -54,7 +55,8 @@ public final class KubeNbdOperator implements AutoCloseable {
                         options.exitOnLostLease()));
             }
         });
-        operator.register(new NbdExportReconciler(options.server(), new ExportMetrics(registry)), c -> {
+        var controlCa = new ControlCa(client, options.controlCaNamespace());
+        operator.register(new NbdExportReconciler(options.server(), new ExportMetrics(registry), controlCa), c -> {
             if (!options.namespaces().isEmpty()) {
                 c.settingNamespaces(options.namespaces());
             }

@@ -13,12 +13,15 @@ import java.util.Set;
  * @param httpPort the port of /healthz, /readyz and /metrics; 0 picks a free one, negative disables it
  * @param exitOnLostLease end the process when the Lease is lost other than by stopping (a replica that is
  *                        not sure it leads must not go on reconciling; Kubernetes restarts it); off in-process
+ * @param controlCaNamespace the operator's own namespace, where it keeps the CA of the servers' control API
  */
 public record OperatorOptions(Set<String> namespaces, ServerSettings server, String leaseNamespace, String leaseName,
-                              String identity, String httpBind, int httpPort, int reconcileThreads, boolean exitOnLostLease) {
+                              String identity, String httpBind, int httpPort, int reconcileThreads, boolean exitOnLostLease,
+                              String controlCaNamespace) {
     public static final String DEFAULT_LEASE_NAME = "kube-nbd-operator";
 
     public OperatorOptions {
         namespaces = Set.copyOf(namespaces);
+        java.util.Objects.requireNonNull(controlCaNamespace, "controlCaNamespace");
     }
 }

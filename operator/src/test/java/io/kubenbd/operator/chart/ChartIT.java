@@ -6,6 +6,7 @@ import io.fabric8.kubernetes.api.model.VolumeMount;
 import io.fabric8.kubernetes.api.model.NamespaceBuilder;
 import io.fabric8.kubernetes.api.model.apps.DaemonSet;
 import io.fabric8.kubernetes.api.model.apps.Deployment;
+import io.fabric8.kubernetes.api.model.networking.v1.NetworkPolicy;
 import io.fabric8.kubernetes.api.model.storage.CSIDriver;
 import io.fabric8.kubernetes.client.KubernetesClient;
 import io.kubenbd.operator.reconciler.ServerPodTemplate;
@@ -118,6 +119,27 @@ class ChartIT {
         assertThat(operatorOnly.getContainers()).extracting(Container::getName).containsExactly("operator");
         assertThat(operatorOnly.getContainers().getFirst().getArgs()).noneMatch(a -> a.startsWith("--csi-controller-endpoint"));
         assertThat(withoutCsi).noneMatch(o -> o.getMetadata().getName().endsWith("-csi-controller"));
+    }
+
+    /**
+     * The control port is fenced to the operator wherever exports can live: in exportNamespaces, or, when those are not
+     * listed, in every namespace the operator watches (its exports can be nowhere else).
+     */
+    @Test
+    void theControlPortIsFencedInTheWatchedNamespacesByDefault(KubeTestCluster cluster) throws Exception {
+        KubernetesClient client = cluster.client();
+        List<NetworkPolicy> watched = HelmChart.objects(client, HelmChart.render("--set", "operator.watchNamespaces={vms,backup}"))
+                .stream().filter(NetworkPolicy.class::isInstance).map(NetworkPolicy.class::cast).toList();
+        assertThat(watched).extracting(p -> p.getMetadata().getNamespace()).containsExactly("vms", "backup");
+        assertThat(watched.getFirst().getSpec().getIngress()).anySatisfy(rule -> {
+            assertThat(rule.getPorts()).singleElement().satisfies(port -> assertThat(port.getPort().getIntVal()).isEqualTo(10810));
+            assertThat(rule.getFrom()).singleElement().satisfies(peer -> assertThat(peer.getPodSelector().getMatchLabels())
+                    .containsEntry("app.kubernetes.io/component", "operator"));
+        });
+        List<NetworkPolicy> listed = HelmChart.objects(client, HelmChart.render("--set", "operator.watchNamespaces={vms,backup}",
+                        "--set", "networkPolicy.exportNamespaces={vms}"))
+                .stream().filter(NetworkPolicy.class::isInstance).map(NetworkPolicy.class::cast).toList();
+        assertThat(listed).extracting(p -> p.getMetadata().getNamespace()).containsExactly("vms");
     }
 
     private static boolean isNamespaced(KubernetesClient client, HasMetadata object) {

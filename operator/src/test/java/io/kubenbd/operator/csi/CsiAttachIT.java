@@ -338,7 +338,7 @@ class CsiAttachIT {
         PersistentVolume pv;
         try (KubeNbdOperator operator = KubeNbdOperator.start(admin, new OperatorOptions(Set.of(ns),
                 new ServerSettings("kube-nbd:test", "Never", OperatorTestBed.freePort(), ServerSettings.DEFAULT_JAVA_OPTIONS),
-                null, OperatorOptions.DEFAULT_LEASE_NAME, "csi-attach-it", "127.0.0.1", -1, 2, false))) {
+                null, OperatorOptions.DEFAULT_LEASE_NAME, "csi-attach-it", "127.0.0.1", -1, 2, false, ns))) {
             OperatorTestBed.createExport(admin, ns, """
                     apiVersion: kubenbd.io/v1alpha1
                     kind: NbdExport

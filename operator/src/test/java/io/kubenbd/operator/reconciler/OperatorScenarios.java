@@ -8,6 +8,12 @@ import io.fabric8.kubernetes.client.KubernetesClient;
 import io.fabric8.kubernetes.client.KubernetesClientException;
 import io.fabric8.kubernetes.client.dsl.base.PatchContext;
 import io.fabric8.kubernetes.client.dsl.base.PatchType;
+import io.grpc.Grpc;
+import io.grpc.InsecureChannelCredentials;
+import io.grpc.ManagedChannel;
+import io.grpc.StatusRuntimeException;
+import io.kubenbd.node.control.v1.ExportControlGrpc;
+import io.kubenbd.node.control.v1.ListExportsRequest;
 import io.kubenbd.operator.model.NbdExport;
 import io.kubenbd.operator.runtime.KubeNbdOperator;
 import io.kubenbd.operator.runtime.OperatorOptions;
@@ -35,6 +41,7 @@ import java.time.Duration;
 import java.util.Base64;
 import java.util.Map;
 import java.util.Set;
+import java.util.concurrent.TimeUnit;
 
 import static io.kubenbd.operator.testing.OperatorTestBed.awaitPhase;
 import static io.kubenbd.operator.testing.OperatorTestBed.awaitServerPod;
@@ -59,6 +66,8 @@ abstract class OperatorScenarios {
     private static KubernetesClient client;
     private static KubeNbdOperator operator;
     private static int controlPort;
+    /** Where the operator keeps the control API's CA. */
+    private static String caNamespace;
 
     /** The client the operator runs with: the cluster admin, or a ServiceAccount with only the chart's RBAC. */
     abstract KubernetesClient operatorClient(KubeTestCluster cluster) throws Exception;
@@ -72,9 +81,10 @@ abstract class OperatorScenarios {
         client = cluster.client();
         OperatorTestBed.installCrds(cluster);
         controlPort = OperatorTestBed.freePort();
+        caNamespace = leaseNamespace(cluster) != null ? leaseNamespace(cluster) : cluster.createNamespace("operator");
         operator = KubeNbdOperator.start(operatorClient(cluster), new OperatorOptions(Set.of(),
                 new ServerSettings("kube-nbd:test", "Never", controlPort, ServerSettings.DEFAULT_JAVA_OPTIONS),
-                leaseNamespace(cluster), OperatorOptions.DEFAULT_LEASE_NAME, "it", "127.0.0.1", 0, 4, false));
+                leaseNamespace(cluster), OperatorOptions.DEFAULT_LEASE_NAME, "it", "127.0.0.1", 0, 4, false, caNamespace));
     }
 
     @AfterAll
@@ -144,6 +154,7 @@ abstract class OperatorScenarios {
             NbdExport synced = Await.until("bitmap backup recording", RECONCILED, () -> export(client, ns, "disk"),
                     e -> e.getStatus().dirtyBitmaps().stream().anyMatch(b -> b.name().equals("backup") && "recording".equals(b.state())));
             assertThat(synced.getStatus().condition("BitmapsSynced").getStatus()).isEqualTo("True");
+            assertControlApiNeedsTheOperatorsCertificate(ns, "disk", server);
 
             Path pskFile = work.resolve("keys.psk");
             Files.writeString(pskFile, pskLine);
@@ -177,6 +188,33 @@ abstract class OperatorScenarios {
             assertThat(client.v1().events().inNamespace(ns).list().getItems())
                     .anySatisfy(ev -> assertThat(ev.getReason()).isEqualTo("Serving"));
         }
+    }
+
+    /**
+     * The bitmaps above went through the control API with the operator's client certificate; nobody
+     * else gets in: the server's control port refuses plaintext, and the CA's key stays in the
+     * operator's namespace (the export's namespace gets only the server's certificate and key and the CA certificate).
+     */
+    private static void assertControlApiNeedsTheOperatorsCertificate(String ns, String name, LocalPodRunner server) throws Exception {
+        assertThat(server.commandLine()).contains("--control-tls-cert", "--control-tls-key", "--control-tls-ca");
+        Secret ca = client.secrets().inNamespace(caNamespace).withName("kube-nbd-control-ca").get();
+        assertThat(ca.getData()).containsKeys("ca.crt", "ca.key");
+        Secret serverTls = client.secrets().inNamespace(ns).withName(name + "-control-tls").get();
+        assertThat(serverTls.getType()).isEqualTo("kubernetes.io/tls");
+        assertThat(serverTls.getData()).containsOnlyKeys("ca.crt", "tls.crt", "tls.key");
+        assertThat(serverTls.getData().get("ca.crt")).isEqualTo(ca.getData().get("ca.crt"));
+        assertThat(serverTls.getMetadata().getOwnerReferences()).singleElement()
+                .satisfies(o -> assertThat(o.getKind()).isEqualTo("NbdExport"));
+        ManagedChannel plaintext = Grpc.newChannelBuilderForAddress("127.0.0.11", controlPort,
+                InsecureChannelCredentials.create()).build();
+        try {
+            assertThatThrownBy(() -> ExportControlGrpc.newBlockingStub(plaintext).withDeadlineAfter(10, TimeUnit.SECONDS)
+                    .listExports(ListExportsRequest.getDefaultInstance()))
+                    .as("a plaintext call to the server's control API").isInstanceOf(StatusRuntimeException.class);
+        } finally {
+            plaintext.shutdownNow();
+        }
+        assertThat(server.log()).doesNotContain("PRIVATE KEY");
     }
 
     @Test

@@ -25,11 +25,13 @@ class ServerPodTemplateTest {
         NbdExport export = export("{source: {persistentVolumeClaim: pvc, imagePath: dir/disk.img}, maxConnections: 4}");
         assertThat(ServerPodTemplate.args(export, SETTINGS, false, false)).containsExactly(
                 "serve", "--bind", "$(POD_IP)", "--port", "10809", "--export", "vm=/data/dir/disk.img,max-connections=4",
-                "--control", "$(POD_IP):10810", "--tls", "require", "--tls-psk", "/var/run/kube-nbd/tls/keys.psk");
+                "--control", "$(POD_IP):10810", "--control-tls-cert", "/var/run/kube-nbd/control-tls/tls.crt",
+                "--control-tls-key", "/var/run/kube-nbd/control-tls/tls.key", "--control-tls-ca", "/var/run/kube-nbd/control-tls/ca.crt",
+                "--tls", "require", "--tls-psk", "/var/run/kube-nbd/tls/keys.psk");
         var pod = ServerPodTemplate.build(export, SETTINGS, false, false).getSpec();
         assertThat(pod.getSecurityContext().getRunAsNonRoot()).isTrue();
-        assertThat(pod.getVolumes()).filteredOn(v -> v.getSecret() != null).singleElement()
-                .satisfies(v -> assertThat(v.getSecret().getSecretName()).isEqualTo("vm-psk"));
+        assertThat(pod.getVolumes()).filteredOn(v -> v.getSecret() != null).extracting(v -> v.getSecret().getSecretName())
+                .containsExactly("vm-psk", "vm-control-tls");
         assertThat(pod.getContainers().getFirst().getVolumeMounts())
                 .anySatisfy(m -> assertThat(m.getMountPath() + m.getReadOnly()).isEqualTo("/datafalse"));
     }
@@ -41,12 +43,15 @@ class ServerPodTemplateTest {
         assertThat(ServerPodTemplate.args(export, SETTINGS, true, false)).containsExactly(
                 "serve", "--bind", "$(POD_IP)", "--port", "10900",
                 "--export", "disk0=/dev/kube-nbd/volume,readonly,max-connections=8,context=qemu:allocation-depth",
-                "--control", "$(POD_IP):10810", "--tls", "off", "--state-dir", "/var/lib/kube-nbd");
+                "--control", "$(POD_IP):10810", "--control-tls-cert", "/var/run/kube-nbd/control-tls/tls.crt",
+                "--control-tls-key", "/var/run/kube-nbd/control-tls/tls.key", "--control-tls-ca", "/var/run/kube-nbd/control-tls/ca.crt",
+                "--tls", "off", "--state-dir", "/var/lib/kube-nbd");
         var pod = ServerPodTemplate.build(export, SETTINGS, true, false).getSpec();
         var container = pod.getContainers().getFirst();
         assertThat(container.getVolumeDevices()).singleElement()
                 .satisfies(d -> assertThat(d.getDevicePath()).isEqualTo("/dev/kube-nbd/volume"));
-        assertThat(pod.getVolumes()).filteredOn(v -> v.getSecret() != null).isEmpty();
+        assertThat(pod.getVolumes()).filteredOn(v -> v.getSecret() != null).extracting(v -> v.getSecret().getSecretName())
+                .as("the control API's certificate only").containsExactly("vm-control-tls");
         assertThat(pod.getVolumes().getFirst().getPersistentVolumeClaim().getReadOnly()).isTrue();
         assertThat(pod.getSecurityContext().getRunAsUser()).as("the device node is root's; the image's user is 65532").isZero();
     }
@@ -59,7 +64,23 @@ class ServerPodTemplateTest {
                 "--tls-ca", "/var/run/kube-nbd/tls/ca.crt");
         assertThat(ServerPodTemplate.args(export, SETTINGS, false, false)).doesNotContain("--tls-ca");
         assertThat(ServerPodTemplate.build(export, SETTINGS, false, true).getSpec().getVolumes())
-                .filteredOn(v -> v.getSecret() != null).singleElement()
-                .satisfies(v -> assertThat(v.getSecret().getSecretName()).isEqualTo("certs"));
+                .filteredOn(v -> v.getSecret() != null).extracting(v -> v.getSecret().getSecretName())
+                .containsExactly("certs", "vm-control-tls");
+    }
+
+    @Test
+    void theControlApiGetsItsCertificateFromTheControlTlsSecretReadOnly() {
+        NbdExport export = export("{source: {persistentVolumeClaim: pvc, imagePath: d.img}}");
+        var pod = ServerPodTemplate.build(export, SETTINGS, false, false).getSpec();
+        assertThat(pod.getVolumes()).filteredOn(v -> v.getName().equals("control-tls")).singleElement()
+                .satisfies(v -> {
+                    assertThat(v.getSecret().getSecretName()).isEqualTo("vm-control-tls");
+                    assertThat(v.getSecret().getDefaultMode()).isEqualTo(0440);
+                });
+        assertThat(pod.getContainers().getFirst().getVolumeMounts()).filteredOn(m -> m.getName().equals("control-tls"))
+                .singleElement().satisfies(m -> {
+                    assertThat(m.getMountPath()).isEqualTo("/var/run/kube-nbd/control-tls");
+                    assertThat(m.getReadOnly()).isTrue();
+                });
     }
 }

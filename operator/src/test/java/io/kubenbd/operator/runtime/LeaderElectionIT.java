@@ -27,7 +27,8 @@ class LeaderElectionIT {
             throws Exception {
         return KubeNbdOperator.start(client, new OperatorOptions(Set.of(namespace),
                 new ServerSettings("kube-nbd:test", "Never", OperatorTestBed.freePort(), ServerSettings.DEFAULT_JAVA_OPTIONS),
-                leaseNamespace, OperatorOptions.DEFAULT_LEASE_NAME, identity, "127.0.0.1", 0, 2, false));
+                leaseNamespace, OperatorOptions.DEFAULT_LEASE_NAME, identity, "127.0.0.1", 0, 2, false,
+                leaseNamespace != null ? leaseNamespace : namespace));
     }
 
     private static double exportsSeen(KubeNbdOperator operator) {

@@ -61,7 +61,7 @@ public final class DevCluster {
             KubernetesClient client = cluster.client();
             OperatorTestBed.installCrds(cluster);
             try (KubeNbdOperator operator = KubeNbdOperator.start(client, new OperatorOptions(Set.of(),
-                    ServerSettings.defaults(), null, OperatorOptions.DEFAULT_LEASE_NAME, "dev", "127.0.0.1", 0, 4, false))) {
+                    ServerSettings.defaults(), null, OperatorOptions.DEFAULT_LEASE_NAME, "dev", "127.0.0.1", 0, 4, false, "default"))) {
                 client.namespaces().resource(new NamespaceBuilder().withNewMetadata().withName(NAMESPACE).endMetadata().build()).create();
                 Await.until("ServiceAccount demo/default", Duration.ofSeconds(30),
                         () -> client.serviceAccounts().inNamespace(NAMESPACE).withName("default").get(), sa -> true);

@@ -51,7 +51,7 @@ public final class ScaleBenchmark {
             List<String> command = new ArrayList<>(List.of(Path.of(System.getProperty("java.home"), "bin", "java").toString()));
             command.addAll(List.of(jvmOptions.split(" ")));
             command.addAll(List.of("-jar", Path.of("target", "kube-nbd-operator.jar").toAbsolutePath().toString(),
-                    "--kubeconfig", cluster.kubeconfig().toString(), "--no-leader-election",
+                    "--kubeconfig", cluster.kubeconfig().toString(), "--no-leader-election", "--control-ca-namespace", ns,
                     "--http-bind", "127.0.0.1", "--http-port", Integer.toString(httpPort)));
             Process operator = new ProcessBuilder(command).redirectErrorStream(true)
                     .redirectOutput(work.resolve("operator.log").toFile()).start();
