@@ -150,12 +150,15 @@ final class ServeCommand implements Callable<Integer> {
             java.nio.file.Files.createDirectories(stateDir);
         }
         ExportRegistry registry = ExportRegistry.open(configs, stateDir);
-        NbdServer server = NbdServer.start(new InetSocketAddress(bindAddress, bindPort), registry, settings, tls);
-        ControlServer controlServer;
+        // The control API first: whoever sees the NBD port open (tests, the operator's probes) can use it at once.
+        ControlServer controlServer = controlAddress == null ? null : ControlServer.start(controlAddress, registry, controlTls);
+        NbdServer server;
         try {
-            controlServer = controlAddress == null ? null : ControlServer.start(controlAddress, registry, controlTls);
-        } catch (java.io.IOException | RuntimeException e) {
-            server.close();
+            server = NbdServer.start(new InetSocketAddress(bindAddress, bindPort), registry, settings, tls);
+        } catch (java.io.IOException | InterruptedException | RuntimeException e) {
+            if (controlServer != null) {
+                controlServer.close();
+            }
             throw e;
         }
         stopRequested.await();
