@@ -14,6 +14,7 @@ import io.fabric8.kubernetes.api.model.storage.CSINodeBuilder;
 import io.fabric8.kubernetes.api.model.storage.VolumeAttachment;
 import io.fabric8.kubernetes.api.model.storage.VolumeAttachmentBuilder;
 import io.fabric8.kubernetes.client.KubernetesClient;
+import io.fabric8.kubernetes.client.KubernetesClientException;
 import io.grpc.ManagedChannel;
 import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
@@ -383,12 +384,27 @@ class CsiAttachIT {
         return name;
     }
 
-    /** Deletes a leftover VolumeAttachment, taking the attacher's finalizer off if the attacher is gone. */
+    /**
+     * Deletes a leftover VolumeAttachment, taking the attacher's finalizer off if the attacher is
+     * gone; the attach/detach controller may change it meanwhile (409), so that is tried again.
+     */
     private static void removeAttachment(KubernetesClient admin, String name) {
         var attachment = admin.storage().v1().volumeAttachments().withName(name);
-        if (attachment.get() != null) {
-            attachment.edit(va -> new VolumeAttachmentBuilder(va).editMetadata().withFinalizers(List.of()).endMetadata().build());
-            attachment.delete();
+        for (int attempt = 1; ; attempt++) {
+            try {
+                if (attachment.get() != null) {
+                    attachment.edit(va -> new VolumeAttachmentBuilder(va).editMetadata().withFinalizers(List.of()).endMetadata().build());
+                    attachment.delete();
+                }
+                return;
+            } catch (KubernetesClientException e) {
+                if (e.getCode() == 404) {
+                    return;
+                }
+                if (e.getCode() != 409 || attempt == 5) {
+                    throw e;
+                }
+            }
         }
     }
 
