@@ -63,7 +63,8 @@ public final class NbdExportReconciler implements Reconciler<NbdExport>, Cleaner
     private final PskSecretDependent pskSecret = new PskSecretDependent();
     private final ServerStatefulSetDependent server;
     private final ServerServiceDependent service = new ServerServiceDependent();
-    private final ConsumerPersistentVolumeDependent persistentVolume = new ConsumerPersistentVolumeDependent();
+    private final ConsumerVolumePolicy volumePolicy;
+    private final ConsumerPersistentVolumeDependent persistentVolume;
     private final BitmapSync bitmapSync = new BitmapSync();
     /**
      * The last phase and Ready reason an Event was recorded for, per export: a reconcile may start
@@ -72,10 +73,12 @@ public final class NbdExportReconciler implements Reconciler<NbdExport>, Cleaner
      */
     private final Map<ResourceID, String> recordedTransitions = new java.util.concurrent.ConcurrentHashMap<>();
 
-    public NbdExportReconciler(ServerSettings settings, ExportMetrics metrics) {
+    public NbdExportReconciler(ServerSettings settings, ConsumerVolumePolicy volumePolicy, ExportMetrics metrics) {
         this.settings = settings;
+        this.volumePolicy = volumePolicy;
         this.metrics = metrics;
         this.server = new ServerStatefulSetDependent(settings);
+        this.persistentVolume = new ConsumerPersistentVolumeDependent(volumePolicy);
         watchOnlyManaged(pskSecret, Secret.class);
         watchOnlyManaged(server, StatefulSet.class);
         watchOnlyManaged(service, Service.class);
@@ -178,13 +181,22 @@ public final class NbdExportReconciler implements Reconciler<NbdExport>, Cleaner
         return phase == ExportPhase.Serving ? control : control.rescheduleAfter(RECHECK);
     }
 
-    /** Step 1: the TLS Secret the spec names and the PVC (exists, fits, nobody else writes to it). */
-    private static List<Finding> checkInputs(NbdExport export, Context<NbdExport> context) {
+    /**
+     * Step 1: the TLS Secret the spec names, the PVC (exists, fits, nobody else writes to it), the PersistentVolume
+     * asked for (within the administrator's policy), and whether clients authenticate.
+     */
+    private List<Finding> checkInputs(NbdExport export, Context<NbdExport> context) {
         var podSource = context.eventSourceRetriever().getEventSourceFor(Pod.class, "pods");
         String key = ExportPreflight.pvcKey(export.getMetadata().getNamespace(), export.getSpec().source().persistentVolumeClaim());
         List<Pod> podsOnClaim = ((InformerEventSource<Pod, NbdExport>) podSource).byIndex(ExportPreflight.PVC_INDEX, key);
-        return new ArrayList<>(List.of(ExportPreflight.secret(export, context),
+        List<Finding> findings = new ArrayList<>(List.of(ExportPreflight.secret(export, context),
                 ExportPreflight.volume(export, context, podsOnClaim)));
+        Finding persistentVolume = ExportPreflight.persistentVolume(export, volumePolicy);
+        if (persistentVolume != null) {
+            findings.add(persistentVolume);
+        }
+        findings.add(ExportPreflight.clientAuthentication(export));
+        return findings;
     }
 
     /** Step 2: the objects the export owns, in the order the server needs them. */
