@@ -37,3 +37,38 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "kube-nbd.operatorServiceAccount" -}}
 {{- printf "%s-operator" (include "kube-nbd.fullname" .) -}}
 {{- end -}}
+
+{{/*
+The operator's rules on namespaced objects: in the ClusterRole when it watches all namespaces, else in a Role in
+each of operator.watchNamespaces.
+*/}}
+{{- define "kube-nbd.operatorNamespacedRules" -}}
+# The custom resource, its status and the finalizer that removes the PersistentVolume.
+- apiGroups: [kubenbd.io]
+  resources: [nbdexports]
+  verbs: [get, list, watch, patch, update]
+- apiGroups: [kubenbd.io]
+  resources: [nbdexports/status, nbdexports/finalizers]
+  verbs: [get, patch, update]
+# The generated PSK Secret (created once), and user-named TLS Secrets (read).
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get, list, watch, create, patch]
+# The server workload and its Service (server-side apply).
+- apiGroups: [apps]
+  resources: [statefulsets]
+  verbs: [get, list, watch, create, patch, update, delete]
+- apiGroups: [""]
+  resources: [services]
+  verbs: [get, list, watch, create, patch, update, delete]
+# The PVC an export serves, and pods: the server pod's state, and other pods that use the PVC.
+- apiGroups: [""]
+  resources: [persistentvolumeclaims]
+  verbs: [get, list, watch]
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get, list, watch, delete]
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create, patch]
+{{- end -}}

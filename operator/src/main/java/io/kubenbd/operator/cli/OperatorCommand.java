@@ -3,6 +3,7 @@ package io.kubenbd.operator.cli;
 import io.fabric8.kubernetes.client.Config;
 import io.fabric8.kubernetes.client.KubernetesClientBuilder;
 import io.kubenbd.operator.csi.CsiControllerEndpoint;
+import io.kubenbd.operator.reconciler.ConsumerVolumePolicy;
 import io.kubenbd.operator.reconciler.ServerSettings;
 import io.kubenbd.operator.runtime.KubeNbdOperator;
 import io.kubenbd.operator.runtime.OperatorOptions;
@@ -48,6 +49,16 @@ public final class OperatorCommand implements Callable<Integer> {
     @Option(names = "--server-control-port", paramLabel = "PORT", defaultValue = "" + ServerSettings.DEFAULT_CONTROL_PORT,
             description = "port of the servers' control API, used for dirty bitmaps (default: ${DEFAULT-VALUE})")
     int controlPort;
+
+    @Option(names = "--persistent-volume-class", paramLabel = "CLASS", defaultValue = ConsumerVolumePolicy.DEFAULT_STORAGE_CLASS,
+            description = "storage class of every PersistentVolume the operator writes for an export; an NbdExport may "
+                    + "not name another (default: ${DEFAULT-VALUE})")
+    String persistentVolumeClass;
+
+    @Option(names = "--persistent-volume-consumer-namespaces", paramLabel = "NS", split = ",",
+            description = "namespaces whose claims any export's PersistentVolume may be pre-bound to (claimRef), "
+                    + "besides the export's own namespace (default: none)")
+    List<String> consumerNamespaces = List.of();
 
     @Option(names = "--leader-election", negatable = true, defaultValue = "true", fallbackValue = "true",
             description = "take a Lease before reconciling, so that only one of several replicas acts (default: on)")
@@ -103,7 +114,8 @@ public final class OperatorCommand implements Callable<Integer> {
         }
         var options = new OperatorOptions(Set.copyOf(namespaces),
                 new ServerSettings(serverImage, pullPolicy, controlPort, serverJavaOptions),
-                leaseNs, leaseName, identity(), httpBind, httpPort, reconcileThreads, true, caNamespace);
+                leaseNs, leaseName, identity(), httpBind, httpPort, reconcileThreads, true,
+                new ConsumerVolumePolicy(persistentVolumeClass, Set.copyOf(consumerNamespaces)), caNamespace);
         var stopped = new CountDownLatch(1);
         Path csiSocket = csiControllerEndpoint == null ? null : unixSocket(csiControllerEndpoint);
         try (var client = new KubernetesClientBuilder().withConfig(config).build();

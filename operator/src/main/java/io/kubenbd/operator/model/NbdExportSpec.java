@@ -20,6 +20,10 @@ import java.util.List;
 // On the type: a rule on a record component would be emitted twice (field and accessor).
 @ValidationRule(value = "!has(self.dirtyBitmaps) || self.dirtyBitmaps.all(b, self.dirtyBitmaps.exists_one(c, c.name == b.name))",
         message = "spec.dirtyBitmaps: each name may appear only once")
+@ValidationRule(value = "!has(self.tls) || self.tls.mode != 'none' || !has(self.service) || !has(self.service.type) "
+        + "|| self.service.type == 'ClusterIP'",
+        message = "tls.mode none is allowed only with service.type ClusterIP: plain NBD on a NodePort or LoadBalancer "
+                + "lets anyone who reaches a node or the load balancer read and write the volume; use tls.mode psk or x509")
 public record NbdExportSpec(
         @Required ExportSource source,
         @Pattern("^[A-Za-z0-9][A-Za-z0-9._:@+-]*$") @Size(max = 256) String exportName,

@@ -6,23 +6,22 @@ import io.fabric8.generator.annotation.Required;
 
 /**
  * A PersistentVolume for the CSI driver {@code nbd.csi.kubenbd.io} that consumers on other nodes
- * claim (with {@code storageClassName}) to attach the export. It is cluster-scoped, so the
- * operator deletes it itself when the export goes. With {@code claimRef} it is bound in advance
- * to that one claim, so no other PVC of the class can take it (and with it the export's key).
+ * claim to attach the export. It is cluster-scoped, so the operator deletes it itself when the
+ * export goes. Its class is always the operator's ({@code --persistent-volume-class}):
+ * {@code storageClassName}, when set, must name that class, so that an export cannot offer its
+ * volume to claims of another class. With {@code claimRef} it is bound in advance to that one
+ * claim, which must be in the export's namespace (or one the operator was told to allow), so no
+ * other claim can take it (and with it the export's key).
  */
 public record PersistentVolumeSpec(
         @Default("false") Boolean create,
-        @Default("kube-nbd") @Pattern("^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$") String storageClassName,
+        @Pattern("^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$") String storageClassName,
         @Default("Filesystem") VolumeMode volumeMode,
         @Default("ext4") FsType fsType,
         ClaimRef claimRef) {
 
     public boolean createOrDefault() {
         return Boolean.TRUE.equals(create);
-    }
-
-    public String storageClassNameOrDefault() {
-        return storageClassName == null ? "kube-nbd" : storageClassName;
     }
 
     public VolumeMode volumeModeOrDefault() {

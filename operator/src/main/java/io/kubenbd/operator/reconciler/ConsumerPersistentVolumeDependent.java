@@ -24,9 +24,12 @@ import java.util.Map;
  */
 public final class ConsumerPersistentVolumeDependent extends KubernetesDependentResource<PersistentVolume, NbdExport>
         implements Creator<PersistentVolume, NbdExport>, Deleter<NbdExport> {
+    private final ConsumerVolumePolicy policy;
 
-    public ConsumerPersistentVolumeDependent() {
+    /** @param policy the class every volume gets; the claimRef was checked against it by {@link ExportPreflight} */
+    public ConsumerPersistentVolumeDependent(ConsumerVolumePolicy policy) {
         super(PersistentVolume.class);
+        this.policy = policy;
     }
 
     @Override
@@ -54,7 +57,7 @@ public final class ConsumerPersistentVolumeDependent extends KubernetesDependent
                 .withAccessModes(List.of(spec.readOnlyOrDefault() ? "ReadOnlyMany" : "ReadWriteOnce"))
                 .withVolumeMode(pv.volumeModeOrDefault().name())
                 .withPersistentVolumeReclaimPolicy("Retain")
-                .withStorageClassName(pv.storageClassNameOrDefault())
+                .withStorageClassName(policy.storageClassName())
                 .withNewCsi()
                 .withDriver(ExportResources.CSI_DRIVER)
                 .withVolumeHandle(export.getMetadata().getNamespace() + "/" + export.getMetadata().getName())

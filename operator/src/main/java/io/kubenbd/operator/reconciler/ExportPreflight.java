@@ -17,12 +17,16 @@ import java.util.regex.Pattern;
 
 /**
  * What the CRD schema cannot check, checked before anything is created: the TLS Secret the spec
- * names, the PVC (exists, its volume mode fits {@code imagePath}) and that nobody else writes to
- * the volume (another NbdExport, or a pod that is not this export's server).
+ * names (keys long enough, a CA where client certificates are required), the PVC (exists, its
+ * volume mode fits {@code imagePath}), that nobody else writes to the volume (another NbdExport,
+ * or a pod that is not this export's server), and that the PersistentVolume asked for stays
+ * within the administrator's {@link ConsumerVolumePolicy}.
  */
 final class ExportPreflight {
     static final String PVC_INDEX = "kubenbd.io/pvc";
-    private static final Pattern PSK_LINE = Pattern.compile("^[^:\\s]+:([0-9a-fA-F]{2})+\\s*$");
+    private static final Pattern PSK_LINE = Pattern.compile("^([^:\\s]+):((?:[0-9a-fA-F]{2})+)\\s*$");
+    /** NIST's floor for a symmetric key; psktool and the generated Secret use 256 bits. */
+    static final int MIN_PSK_BITS = 128;
 
     private ExportPreflight() {}
 
@@ -61,12 +65,28 @@ final class ExportPreflight {
                 return Finding.blocking(ConditionTypes.SECRET_READY, ExportPhase.Failed, "SecretInvalid",
                         "Secret " + name + " has no " + ExportResources.PSK_KEY + " entry (lines of IDENTITY:HEXKEY, as psktool writes)");
             }
-            String firstLine = new String(Base64.getDecoder().decode(encoded), StandardCharsets.UTF_8).lines()
-                    .filter(l -> !l.isBlank()).findFirst().orElse("");
-            if (!PSK_LINE.matcher(firstLine).matches()) {
-                // Never quote the line: it holds the key.
+            List<String> lines = new String(Base64.getDecoder().decode(encoded), StandardCharsets.UTF_8).lines()
+                    .filter(l -> !l.isBlank()).toList();
+            if (lines.isEmpty()) {
                 return Finding.blocking(ConditionTypes.SECRET_READY, ExportPhase.Failed, "SecretInvalid",
-                        "Secret " + name + ": " + ExportResources.PSK_KEY + " must hold IDENTITY:HEXKEY lines (psktool's format)");
+                        "Secret " + name + ": " + ExportResources.PSK_KEY + " is empty; it must hold IDENTITY:HEXKEY lines (psktool's format)");
+            }
+            for (int i = 0; i < lines.size(); i++) {
+                // Never quote a line or its key; the identity before the colon is no secret (it is the URI's user part).
+                var line = PSK_LINE.matcher(lines.get(i));
+                if (!line.matches()) {
+                    return Finding.blocking(ConditionTypes.SECRET_READY, ExportPhase.Failed, "SecretInvalid",
+                            "Secret " + name + ": line " + (i + 1) + " of " + ExportResources.PSK_KEY
+                                    + " is not IDENTITY:HEXKEY (psktool's format)");
+                }
+                int bits = line.group(2).length() * 4;
+                if (bits < MIN_PSK_BITS) {
+                    return Finding.blocking(ConditionTypes.SECRET_READY, ExportPhase.Failed, "PskTooShort",
+                            "Secret " + name + ": the key of identity " + line.group(1) + " (line " + (i + 1) + " of "
+                                    + ExportResources.PSK_KEY + ") has " + bits + " bits; at least " + MIN_PSK_BITS
+                                    + " are needed, or the key can be guessed: write a new one with psktool -u "
+                                    + line.group(1) + " -p keys.psk (256 bits), or leave tls.secretName empty to have one generated");
+                }
             }
             return Finding.ok(ConditionTypes.SECRET_READY, "SecretFound", "PSK from Secret " + name);
         }
@@ -74,8 +94,62 @@ final class ExportPreflight {
             return Finding.blocking(ConditionTypes.SECRET_READY, ExportPhase.Failed, "SecretInvalid",
                     "Secret " + name + " needs tls.crt and tls.key (a kubernetes.io/tls Secret)");
         }
+        if (tls.clientCertificatesRequired() && !data.containsKey("ca.crt")) {
+            return Finding.blocking(ConditionTypes.SECRET_READY, ExportPhase.Failed, "ClientCaMissing",
+                    "Secret " + name + " has no ca.crt, so the server could not check client certificates and anyone who "
+                            + "reaches the Service could read and write the volume: add the clients' CA as ca.crt, or set "
+                            + "tls.clientAuthentication: None to serve without client authentication");
+        }
         return Finding.ok(ConditionTypes.SECRET_READY, "SecretFound", "certificate from Secret " + name
-                + (data.containsKey("ca.crt") ? "; clients must present a certificate signed by its ca.crt" : ""));
+                + (tls.clientCertificatesRequired() ? "; clients must present a certificate signed by its ca.crt" : ""));
+    }
+
+    /** Whether clients prove who they are: a warning in status, not a blocker, where the spec chose not to. */
+    static Finding clientAuthentication(NbdExport export) {
+        var tls = export.getSpec().tlsOrDefault();
+        return switch (tls.modeOrDefault()) {
+            case PSK -> Finding.ok(ConditionTypes.CLIENTS_AUTHENTICATED, "PreSharedKey",
+                    "clients prove they hold the pre-shared key");
+            case X509 -> tls.clientCertificatesRequired()
+                    ? Finding.ok(ConditionTypes.CLIENTS_AUTHENTICATED, "ClientCertificate",
+                    "clients present a certificate signed by the Secret's ca.crt")
+                    : new Finding(ConditionTypes.CLIENTS_AUTHENTICATED, false, "NotRequired",
+                    "tls.clientAuthentication is None: any client that reaches the Service can read and write the volume", null);
+            case NONE -> new Finding(ConditionTypes.CLIENTS_AUTHENTICATED, false, "TlsDisabled",
+                    "tls.mode is none: any client that reaches the Service can read and write the volume", null);
+        };
+    }
+
+    /**
+     * The PersistentVolume the spec asks for, against the administrator's policy: the operator's class only, and
+     * pre-bound only to a claim of the export's namespace or an allowed consumer namespace. Null when none is asked for.
+     */
+    static Finding persistentVolume(NbdExport export, ConsumerVolumePolicy policy) {
+        var pv = export.getSpec().persistentVolume();
+        if (pv == null || !pv.createOrDefault()) {
+            return null;
+        }
+        String namespace = export.getMetadata().getNamespace();
+        if (pv.storageClassName() != null && !pv.storageClassName().equals(policy.storageClassName())) {
+            return Finding.blocking(ConditionTypes.PERSISTENT_VOLUME_READY, ExportPhase.Failed, "StorageClassNotAllowed",
+                    "persistentVolume.storageClassName " + pv.storageClassName() + " is not the operator's class "
+                            + policy.storageClassName() + ": an export's volume may only be claimed as "
+                            + policy.storageClassName() + " (so that claims of other classes never get it); "
+                            + "remove storageClassName or set it to " + policy.storageClassName());
+        }
+        var claim = pv.claimRef();
+        if (claim != null && !policy.allowsClaimIn(namespace, claim.namespace())) {
+            return Finding.blocking(ConditionTypes.PERSISTENT_VOLUME_READY, ExportPhase.Failed, "ClaimNamespaceNotAllowed",
+                    "persistentVolume.claimRef.namespace " + claim.namespace() + " is not the export's namespace " + namespace
+                            + ": a volume is pre-bound only to claims of its own namespace, or of the namespaces the "
+                            + "cluster administrator allows (--persistent-volume-consumer-namespaces: "
+                            + policy.consumerNamespacesForMessage() + "); claim it from " + namespace
+                            + " or ask the administrator to allow " + claim.namespace());
+        }
+        return Finding.ok(ConditionTypes.PERSISTENT_VOLUME_READY, "Allowed", "PersistentVolume "
+                + ExportResources.persistentVolumeName(export) + " of class " + policy.storageClassName()
+                + (claim == null ? ", for a claim that names it (volumeName) or asks for the class"
+                : ", pre-bound to claim " + claim.namespace() + "/" + claim.name()));
     }
 
     /**

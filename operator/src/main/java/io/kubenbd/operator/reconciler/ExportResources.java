@@ -63,9 +63,13 @@ public final class ExportResources {
         return export.getMetadata().getName() + "." + export.getMetadata().getNamespace() + ".control.kubenbd.io";
     }
 
-    /** PersistentVolumes are cluster-scoped: the namespace is part of the name. */
+    /**
+     * PersistentVolumes are cluster-scoped, so the name must tell exports of all namespaces apart. Namespace and
+     * name joined by any character that may appear in either collide ({@code team-a/db} and {@code team/a-db});
+     * the export's UID never does, and a re-created export gets a new volume rather than an old one's binding.
+     */
     public static String persistentVolumeName(NbdExport export) {
-        return "nbdexport-" + export.getMetadata().getNamespace() + "-" + export.getMetadata().getName();
+        return "nbdexport-" + export.getMetadata().getUid();
     }
 
     public static String serviceHost(NbdExport export) {

@@ -65,7 +65,8 @@ public final class NbdExportReconciler implements Reconciler<NbdExport>, Cleaner
     private final ControlTlsSecretDependent controlTls;
     private final ServerStatefulSetDependent server;
     private final ServerServiceDependent service = new ServerServiceDependent();
-    private final ConsumerPersistentVolumeDependent persistentVolume = new ConsumerPersistentVolumeDependent();
+    private final ConsumerVolumePolicy volumePolicy;
+    private final ConsumerPersistentVolumeDependent persistentVolume;
     private final BitmapSync bitmapSync;
     /**
      * The last phase and Ready reason an Event was recorded for, per export: a reconcile may start
@@ -74,12 +75,15 @@ public final class NbdExportReconciler implements Reconciler<NbdExport>, Cleaner
      */
     private final Map<ResourceID, String> recordedTransitions = new java.util.concurrent.ConcurrentHashMap<>();
 
-    public NbdExportReconciler(ServerSettings settings, ExportMetrics metrics, ControlCa controlCa) {
+    public NbdExportReconciler(ServerSettings settings, ConsumerVolumePolicy volumePolicy, ExportMetrics metrics,
+                               ControlCa controlCa) {
         this.settings = settings;
+        this.volumePolicy = volumePolicy;
         this.metrics = metrics;
         this.server = new ServerStatefulSetDependent(settings);
         this.controlTls = new ControlTlsSecretDependent(controlCa);
         this.bitmapSync = new BitmapSync(controlCa);
+        this.persistentVolume = new ConsumerPersistentVolumeDependent(volumePolicy);
         watchOnlyManaged(pskSecret, Secret.class);
         watchOnlyManaged(controlTls, Secret.class);
         watchOnlyManaged(server, StatefulSet.class);
@@ -185,13 +189,22 @@ public final class NbdExportReconciler implements Reconciler<NbdExport>, Cleaner
         return phase == ExportPhase.Serving && !bitmapsPending ? control : control.rescheduleAfter(RECHECK);
     }
 
-    /** Step 1: the TLS Secret the spec names and the PVC (exists, fits, nobody else writes to it). */
-    private static List<Finding> checkInputs(NbdExport export, Context<NbdExport> context) {
+    /**
+     * Step 1: the TLS Secret the spec names, the PVC (exists, fits, nobody else writes to it), the PersistentVolume
+     * asked for (within the administrator's policy), and whether clients authenticate.
+     */
+    private List<Finding> checkInputs(NbdExport export, Context<NbdExport> context) {
         var podSource = context.eventSourceRetriever().getEventSourceFor(Pod.class, "pods");
         String key = ExportPreflight.pvcKey(export.getMetadata().getNamespace(), export.getSpec().source().persistentVolumeClaim());
         List<Pod> podsOnClaim = ((InformerEventSource<Pod, NbdExport>) podSource).byIndex(ExportPreflight.PVC_INDEX, key);
-        return new ArrayList<>(List.of(ExportPreflight.secret(export, context),
+        List<Finding> findings = new ArrayList<>(List.of(ExportPreflight.secret(export, context),
                 ExportPreflight.volume(export, context, podsOnClaim)));
+        Finding persistentVolume = ExportPreflight.persistentVolume(export, volumePolicy);
+        if (persistentVolume != null) {
+            findings.add(persistentVolume);
+        }
+        findings.add(ExportPreflight.clientAuthentication(export));
+        return findings;
     }
 
     /** Step 2: the objects the export owns, in the order the server needs them. */

@@ -1,5 +1,9 @@
 package io.kubenbd.operator.reconciler;
 
+import com.fasterxml.jackson.core.JsonProcessingException;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.dataformat.yaml.YAMLFactory;
+import com.fasterxml.jackson.dataformat.yaml.YAMLGenerator;
 import io.fabric8.kubernetes.api.model.Container;
 import io.fabric8.kubernetes.api.model.ContainerBuilder;
 import io.fabric8.kubernetes.api.model.EnvVarBuilder;
@@ -11,17 +15,25 @@ import io.fabric8.kubernetes.api.model.ResourceRequirementsBuilder;
 import io.fabric8.kubernetes.api.model.SecurityContextBuilder;
 import io.fabric8.kubernetes.api.model.Volume;
 import io.fabric8.kubernetes.api.model.VolumeBuilder;
+import io.kubenbd.operator.model.MetaContextName;
 import io.kubenbd.operator.model.NbdExport;
 import io.kubenbd.operator.model.TlsMode;
 
+import java.nio.file.Path;
 import java.util.ArrayList;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 
 /**
- * The pod that runs {@code nbd-node serve} for one export. The command line is the whole
- * configuration: the export, TLS files from the mounted Secret, the control API for the
- * operator (mutual TLS with the certificate from the control TLS Secret). The server binds the pod IP (from the downward API, expanded by the kubelet as
+ * The pod that runs {@code nbd-node serve} for one export. The export (name, path, options) is a
+ * YAML file the server reads with {@code --config}, never an {@code --export NAME=PATH,KEY=VALUE}
+ * string: that form is parsed at commas, so a tenant's path could add options such as
+ * {@code backing=} or {@code format=}. The YAML is an annotation of the pod template, written out
+ * by the downward API, so a change of it is a new template revision and rolls the pod like any
+ * other spec change. The command line holds what the operator alone decides: TLS files from the
+ * mounted Secret and the control API (mutual TLS with the certificate from the control TLS
+ * Secret). The server binds the pod IP (from the downward API, expanded by the kubelet as
  * {@code $(POD_IP)}), so nothing listens on other interfaces.
  */
 public final class ServerPodTemplate {
@@ -33,6 +45,11 @@ public final class ServerPodTemplate {
     public static final String STATE_VOLUME = "state";
     public static final String TMP_VOLUME = "tmp";
     public static final String CONTROL_TLS_VOLUME = "control-tls";
+    public static final String CONFIG_VOLUME = "config";
+    /** The pod template annotation that holds the server's export configuration (YAML). */
+    public static final String CONFIG_ANNOTATION = "kubenbd.io/serve-config";
+    /** Where the downward API writes that annotation out for {@code --config}. */
+    public static final String CONFIG_FILE = "/etc/kube-nbd/serve.yaml";
     /** Where a Filesystem PVC is mounted. */
     public static final String DATA_MOUNT = "/data";
     /** Where a Block PVC's device appears. */
@@ -43,6 +60,8 @@ public final class ServerPodTemplate {
     /** Bitmaps of block-device exports (a Filesystem export keeps them next to its image). */
     public static final String STATE_MOUNT = "/var/lib/kube-nbd";
     private static final long NON_ROOT_ID = 65532;
+    private static final ObjectMapper CONFIG_YAML = new ObjectMapper(new YAMLFactory()
+            .disable(YAMLGenerator.Feature.WRITE_DOC_START_MARKER));
 
     private ServerPodTemplate() {}
 
@@ -63,6 +82,10 @@ public final class ServerPodTemplate {
         }
         volumes.add(new VolumeBuilder().withName(CONTROL_TLS_VOLUME).withNewSecret()
                 .withSecretName(ExportResources.controlTlsSecretName(export)).withDefaultMode(0440).endSecret().build());
+        volumes.add(new VolumeBuilder().withName(CONFIG_VOLUME).withNewDownwardAPI().withDefaultMode(0444)
+                .addNewItem().withPath(Path.of(CONFIG_FILE).getFileName().toString()).withNewFieldRef()
+                .withFieldPath("metadata.annotations['" + CONFIG_ANNOTATION + "']").endFieldRef().endItem()
+                .endDownwardAPI().build());
         // The root filesystem is read-only; the JVM and netty's native transport need a /tmp.
         volumes.add(new VolumeBuilder().withName(TMP_VOLUME).withNewEmptyDir().withSizeLimit(new Quantity("64Mi"))
                 .endEmptyDir().build());
@@ -70,7 +93,8 @@ public final class ServerPodTemplate {
             volumes.add(new VolumeBuilder().withName(STATE_VOLUME).withNewEmptyDir().endEmptyDir().build());
         }
         return new PodTemplateSpecBuilder()
-                .withNewMetadata().withLabels(ExportResources.labels(export)).endMetadata()
+                .withNewMetadata().withLabels(ExportResources.labels(export))
+                .withAnnotations(Map.of(CONFIG_ANNOTATION, serveConfig(export, blockVolume))).endMetadata()
                 .withNewSpec()
                 .withContainers(container(export, settings, blockVolume, tlsCa))
                 .withVolumes(volumes)
@@ -89,21 +113,33 @@ public final class ServerPodTemplate {
                 .build();
     }
 
-    /** The arguments after the command: what {@code nbd-node serve} is told. */
+    /**
+     * The export as {@code nbd-node serve --config} reads it: each value one YAML scalar, written by a YAML
+     * serializer, so no character of a name or path can become another key.
+     */
+    public static String serveConfig(NbdExport export, boolean blockVolume) {
+        var spec = export.getSpec();
+        Map<String, Object> entry = new LinkedHashMap<>();
+        entry.put("name", export.exportName());
+        entry.put("path", blockVolume ? DEVICE_PATH : DATA_MOUNT + "/" + spec.source().imagePath());
+        entry.put("readonly", spec.readOnlyOrDefault());
+        entry.put("max-connections", spec.maxConnectionsOrDefault());
+        if (spec.metaContexts() != null) {
+            entry.put("context", spec.metaContexts().stream().map(MetaContextName::wireName).toList());
+        }
+        try {
+            return CONFIG_YAML.writeValueAsString(Map.of("exports", List.of(entry)));
+        } catch (JsonProcessingException e) {
+            throw new IllegalStateException("cannot write the server configuration of " + export.exportName(), e);
+        }
+    }
+
+    /** The arguments after the command: what {@code nbd-node serve} is told besides its config file. */
     public static List<String> args(NbdExport export, ServerSettings settings, boolean blockVolume, boolean tlsCa) {
         var spec = export.getSpec();
-        StringBuilder exportArg = new StringBuilder(export.exportName()).append('=')
-                .append(blockVolume ? DEVICE_PATH : DATA_MOUNT + "/" + spec.source().imagePath());
-        if (spec.readOnlyOrDefault()) {
-            exportArg.append(",readonly");
-        }
-        exportArg.append(",max-connections=").append(spec.maxConnectionsOrDefault());
-        if (spec.metaContexts() != null) {
-            spec.metaContexts().forEach(context -> exportArg.append(",context=").append(context.wireName()));
-        }
         List<String> args = new ArrayList<>(List.of("serve",
                 "--bind", "$(POD_IP)", "--port", Integer.toString(spec.serviceOrDefault().portOrDefault()),
-                "--export", exportArg.toString(),
+                "--config", CONFIG_FILE,
                 "--control", "$(POD_IP):" + settings.controlPort(),
                 "--control-tls-cert", CONTROL_TLS_MOUNT + "/tls.crt", "--control-tls-key", CONTROL_TLS_MOUNT + "/tls.key",
                 "--control-tls-ca", CONTROL_TLS_MOUNT + "/ca.crt"));
@@ -151,6 +187,8 @@ public final class ServerPodTemplate {
                         .withReadOnlyRootFilesystem(true).withNewCapabilities().withDrop("ALL").endCapabilities().build());
         builder.addNewVolumeMount().withName(TMP_VOLUME).withMountPath("/tmp").endVolumeMount();
         builder.addNewVolumeMount().withName(CONTROL_TLS_VOLUME).withMountPath(CONTROL_TLS_MOUNT).withReadOnly(true).endVolumeMount();
+        builder.addNewVolumeMount().withName(CONFIG_VOLUME).withMountPath(Path.of(CONFIG_FILE).getParent().toString())
+                .withReadOnly(true).endVolumeMount();
         if (blockVolume) {
             builder.addNewVolumeDevice().withName(DATA_VOLUME).withDevicePath(DEVICE_PATH).endVolumeDevice();
             builder.addNewVolumeMount().withName(STATE_VOLUME).withMountPath(STATE_MOUNT).endVolumeMount();

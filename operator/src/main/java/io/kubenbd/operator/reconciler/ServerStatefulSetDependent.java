@@ -7,7 +7,6 @@ import io.fabric8.kubernetes.api.model.apps.StatefulSetBuilder;
 import io.javaoperatorsdk.operator.api.reconciler.Context;
 import io.javaoperatorsdk.operator.processing.dependent.kubernetes.CRUDKubernetesDependentResource;
 import io.kubenbd.operator.model.NbdExport;
-import io.kubenbd.operator.model.TlsMode;
 
 /**
  * The server workload: a StatefulSet of one replica. A StatefulSet, not a Deployment, because
@@ -42,7 +41,7 @@ public final class ServerStatefulSetDependent extends CRUDKubernetesDependentRes
     }
 
     private static boolean x509WithCa(NbdExport export, Context<NbdExport> context) {
-        if (export.getSpec().tlsOrDefault().modeOrDefault() != TlsMode.X509) {
+        if (!export.getSpec().tlsOrDefault().clientCertificatesRequired()) {
             return false;
         }
         Secret secret = context.getClient().secrets().inNamespace(export.getMetadata().getNamespace())

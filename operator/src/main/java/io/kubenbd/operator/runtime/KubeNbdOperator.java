@@ -56,7 +56,8 @@ public final class KubeNbdOperator implements AutoCloseable {
             }
         });
         var controlCa = new ControlCa(client, options.controlCaNamespace());
-        operator.register(new NbdExportReconciler(options.server(), new ExportMetrics(registry), controlCa), c -> {
+        operator.register(new NbdExportReconciler(options.server(), options.volumePolicy(), new ExportMetrics(registry),
+                controlCa), c -> {
             if (!options.namespaces().isEmpty()) {
                 c.settingNamespaces(options.namespaces());
             }
@@ -66,10 +67,12 @@ public final class KubeNbdOperator implements AutoCloseable {
             http = HealthEndpoint.start(new InetSocketAddress(options.httpBind(), options.httpPort()), operator, registry);
         }
         operator.start();
-        LOG.info("operator started: identity={}, namespaces={}, leader election {}, server image {}", options.identity(),
+        LOG.info("operator started: identity={}, namespaces={}, leader election {}, server image {}, PersistentVolumes of class {} "
+                        + "pre-bound within the export's namespace and {}", options.identity(),
                 options.namespaces().isEmpty() ? "all" : options.namespaces(),
                 options.leaseNamespace() == null ? "off" : "on (Lease " + options.leaseNamespace() + "/" + options.leaseName() + ")",
-                options.server().image());
+                options.server().image(), options.volumePolicy().storageClassName(),
+                options.volumePolicy().consumerNamespaces().isEmpty() ? "no other" : options.volumePolicy().consumerNamespaces());
         return new KubeNbdOperator(operator, http, registry);
     }
 

@@ -7,9 +7,15 @@ import io.fabric8.kubernetes.api.model.NamespaceBuilder;
 import io.fabric8.kubernetes.api.model.apps.DaemonSet;
 import io.fabric8.kubernetes.api.model.apps.Deployment;
 import io.fabric8.kubernetes.api.model.networking.v1.NetworkPolicy;
+import io.fabric8.kubernetes.api.model.rbac.ClusterRole;
+import io.fabric8.kubernetes.api.model.rbac.PolicyRule;
+import io.fabric8.kubernetes.api.model.rbac.Role;
+import io.fabric8.kubernetes.api.model.rbac.RoleBinding;
+import io.fabric8.kubernetes.api.model.rbac.RoleBindingBuilder;
 import io.fabric8.kubernetes.api.model.storage.CSIDriver;
 import io.fabric8.kubernetes.client.KubernetesClient;
 import io.kubenbd.operator.reconciler.ServerPodTemplate;
+import io.kubenbd.operator.testing.Await;
 import io.kubenbd.operator.testing.HelmChart;
 import io.kubenbd.operator.testing.KubeTestCluster;
 import io.kubenbd.operator.testing.KubeTestClusterExtension;
@@ -18,6 +24,7 @@ import org.junit.jupiter.api.extension.ExtendWith;
 
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.time.Duration;
 import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Set;
@@ -142,6 +149,90 @@ class ChartIT {
         assertThat(listed).extracting(p -> p.getMetadata().getNamespace()).containsExactly("vms");
     }
 
+    /** The resources a role's rules name, e.g. {@code secrets}, {@code apps/statefulsets}. */
+    private static Set<String> resources(List<PolicyRule> rules) {
+        Set<String> resources = new LinkedHashSet<>();
+        for (PolicyRule rule : rules) {
+            for (String group : rule.getApiGroups()) {
+                rule.getResources().forEach(r -> resources.add(group.isEmpty() ? r : group + "/" + r));
+            }
+        }
+        return resources;
+    }
+
+    private static <T extends HasMetadata> List<T> ofKind(List<HasMetadata> objects, Class<T> kind) {
+        return objects.stream().filter(kind::isInstance).map(kind::cast).toList();
+    }
+
+    /**
+     * With watchNamespaces the operator's namespaced rights (Secrets, StatefulSets, Services, pods, ...) are a Role and
+     * RoleBinding in each watched namespace, and its ClusterRole holds only what is cluster-scoped by nature.
+     */
+    @Test
+    void watchNamespacesGrantsNamespacedObjectsOnlyInThoseNamespaces(KubeTestCluster cluster) throws Exception {
+        Set<String> namespaced = Set.of("secrets", "apps/statefulsets", "services", "pods", "persistentvolumeclaims", "events",
+                "kubenbd.io/nbdexports/status");
+        List<HasMetadata> all = HelmChart.objects(cluster.client(), HelmChart.render());
+        ClusterRole clusterWide = ofKind(all, ClusterRole.class).stream()
+                .filter(r -> r.getMetadata().getName().equals("kube-nbd-operator")).findFirst().orElseThrow();
+        assertThat(resources(clusterWide.getRules())).containsAll(namespaced);
+        assertThat(ofKind(all, Role.class)).noneMatch(r -> r.getMetadata().getName().equals("kube-nbd-operator"));
+
+        List<HasMetadata> watching = HelmChart.objects(cluster.client(), HelmChart.render("--set", "operator.watchNamespaces={vms,backup}"));
+        ClusterRole narrowed = ofKind(watching, ClusterRole.class).stream()
+                .filter(r -> r.getMetadata().getName().equals("kube-nbd-operator")).findFirst().orElseThrow();
+        assertThat(resources(narrowed.getRules())).containsExactlyInAnyOrder("persistentvolumes", "kubenbd.io/nbdexports");
+        assertThat(narrowed.getRules()).filteredOn(r -> r.getApiGroups().contains("kubenbd.io")).singleElement()
+                .satisfies(r -> assertThat(r.getVerbs()).containsExactly("get"));
+        for (String ns : List.of("vms", "backup")) {
+            Role role = ofKind(watching, Role.class).stream()
+                    .filter(r -> ns.equals(r.getMetadata().getNamespace()) && r.getMetadata().getName().equals("kube-nbd-operator"))
+                    .findFirst().orElseThrow(() -> new AssertionError("no operator Role in " + ns));
+            assertThat(resources(role.getRules())).containsAll(namespaced);
+            RoleBinding binding = ofKind(watching, RoleBinding.class).stream()
+                    .filter(b -> ns.equals(b.getMetadata().getNamespace()) && b.getMetadata().getName().equals("kube-nbd-operator"))
+                    .findFirst().orElseThrow(() -> new AssertionError("no operator RoleBinding in " + ns));
+            assertThat(binding.getRoleRef().getKind() + "/" + binding.getRoleRef().getName()).isEqualTo("Role/kube-nbd-operator");
+            assertThat(binding.getSubjects()).singleElement().satisfies(subject -> assertThat(
+                    subject.getNamespace() + "/" + subject.getName()).isEqualTo(HelmChart.NAMESPACE + "/kube-nbd-operator"));
+        }
+    }
+
+    /**
+     * Creating an NbdExport reads and writes the namespace's PVCs over the network, so it comes with edit and admin
+     * (who may mount those PVCs in pods anyway), and reading one with view; proven through the cluster's own
+     * aggregation of the built-in roles.
+     */
+    @Test
+    void tenantRolesAggregateIntoTheBuiltInEditAndViewRoles(KubeTestCluster cluster) throws Exception {
+        KubernetesClient client = cluster.client();
+        List<HasMetadata> objects = HelmChart.objects(client, HelmChart.render());
+        for (ClusterRole role : ofKind(objects, ClusterRole.class)) {
+            if (role.getMetadata().getName().matches("kube-nbd-(edit|view)")) {
+                client.resource(role).forceConflicts().serverSideApply();
+            }
+        }
+        String ns = cluster.createNamespace("tenant");
+        for (String builtIn : List.of("edit", "view")) {
+            client.rbac().roleBindings().inNamespace(ns).resource(new RoleBindingBuilder()
+                    .withNewMetadata().withName(builtIn).endMetadata()
+                    .withNewRoleRef().withApiGroup("rbac.authorization.k8s.io").withKind("ClusterRole").withName(builtIn).endRoleRef()
+                    .addNewSubject().withApiGroup("rbac.authorization.k8s.io").withKind("User").withName(builtIn + "-user").endSubject()
+                    .build()).create();
+        }
+        Await.until("the built-in edit role aggregating kube-nbd-edit", Duration.ofSeconds(30),
+                () -> cluster.userMay("edit-user", List.of(), "create", "kubenbd.io", "nbdexports", ns), allowed -> allowed);
+        Await.until("the built-in view role aggregating kube-nbd-view", Duration.ofSeconds(30),
+                () -> cluster.userMay("view-user", List.of(), "list", "kubenbd.io", "nbdexports", ns), allowed -> allowed);
+        assertThat(cluster.userMay("view-user", List.of(), "create", "kubenbd.io", "nbdexports", ns)).isFalse();
+        assertThat(cluster.userMay("edit-user", List.of(), "create", "kubenbd.io", "nbdexports", "default")).isFalse();
+
+        List<HasMetadata> apart = HelmChart.objects(client, HelmChart.render("--set", "tenantRoles.aggregateToDefaultRoles=false"));
+        assertThat(ofKind(apart, ClusterRole.class)).filteredOn(r -> r.getMetadata().getName().matches("kube-nbd-(edit|view)"))
+                .hasSize(2).allSatisfy(r -> assertThat(r.getMetadata().getLabels().keySet())
+                        .noneMatch(label -> label.startsWith("rbac.authorization.k8s.io/aggregate-to-")));
+    }
+
     private static boolean isNamespaced(KubernetesClient client, HasMetadata object) {
         return !List.of("ClusterRole", "ClusterRoleBinding", "CSIDriver", "StorageClass", "Namespace",
                 "CustomResourceDefinition", "PersistentVolume", "PriorityClass").contains(object.getKind());
@@ -185,5 +276,7 @@ class ChartIT {
         assertThat(dockerfile).contains("mvn -B -ntp -DskipTests package");
         assertThat(Files.readString(Path.of("..", "scripts", "dev-cluster.sh"))).contains("mvn -B -q -ntp -DskipTests package");
         assertThat(operator.getSpec().getTemplate().getSpec().getSecurityContext().getRunAsNonRoot()).isTrue();
+        // Every export's PersistentVolume gets the chart's StorageClass, whatever an NbdExport asks for.
+        assertThat(operatorContainer.getArgs()).contains("--persistent-volume-class=kube-nbd");
     }
 }

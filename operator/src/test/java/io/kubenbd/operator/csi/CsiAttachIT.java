@@ -3,10 +3,8 @@ package io.kubenbd.operator.csi;
 import io.fabric8.kubernetes.api.model.Event;
 import io.fabric8.kubernetes.api.model.NodeBuilder;
 import io.fabric8.kubernetes.api.model.PersistentVolume;
-import io.fabric8.kubernetes.api.model.PersistentVolumeBuilder;
 import io.fabric8.kubernetes.api.model.PersistentVolumeClaim;
 import io.fabric8.kubernetes.api.model.PersistentVolumeClaimBuilder;
-import io.fabric8.kubernetes.api.model.PersistentVolumeClaimStatusBuilder;
 import io.fabric8.kubernetes.api.model.Pod;
 import io.fabric8.kubernetes.api.model.PodBuilder;
 import io.fabric8.kubernetes.api.model.storage.CSIDriver;
@@ -173,24 +171,21 @@ class CsiAttachIT {
     }
 
     /**
-     * The claim {@code data} bound to the export's PersistentVolume as the PV binder would bind it (the test cluster
-     * runs no binder): the PV's claimRef carries the claim's UID and the claim's phase is Bound, which is what the
-     * attach/detach controller checks before it attaches a claim's volume.
+     * The claim {@code data}, naming the export's PersistentVolume, once the test cluster's PV binder has bound it
+     * (the PV's claimRef carries the claim's UID and the claim's phase is Bound), which is what the attach/detach
+     * controller checks before it attaches a claim's volume.
      */
     private static PersistentVolumeClaim boundClaim(KubernetesClient admin, Scene scene) {
         String pvName = scene.pv().getMetadata().getName();
-        PersistentVolumeClaim claim = admin.persistentVolumeClaims().inNamespace(scene.namespace()).resource(
+        admin.persistentVolumeClaims().inNamespace(scene.namespace()).resource(
                 new PersistentVolumeClaimBuilder().withNewMetadata().withName("data").endMetadata()
                         .withNewSpec().withAccessModes("ReadWriteOnce").withVolumeMode("Filesystem").withVolumeName(pvName)
                         .withStorageClassName(scene.pv().getSpec().getStorageClassName())
                         .withNewResources().withRequests(scene.pv().getSpec().getCapacity()).endResources()
                         .endSpec().build()).create();
-        admin.persistentVolumes().withName(pvName).edit(pv -> new PersistentVolumeBuilder(pv).editSpec().withNewClaimRef()
-                .withKind("PersistentVolumeClaim").withApiVersion("v1").withNamespace(scene.namespace()).withName("data")
-                .withUid(claim.getMetadata().getUid()).endClaimRef().endSpec().build());
-        claim.setStatus(new PersistentVolumeClaimStatusBuilder().withPhase("Bound").withAccessModes("ReadWriteOnce")
-                .withCapacity(scene.pv().getSpec().getCapacity()).build());
-        return admin.persistentVolumeClaims().inNamespace(scene.namespace()).resource(claim).updateStatus();
+        return Await.until("claim data bound to " + pvName + " by the PV binder", SETTLED,
+                () -> admin.persistentVolumeClaims().inNamespace(scene.namespace()).withName("data").get(),
+                claim -> claim.getStatus() != null && "Bound".equals(claim.getStatus().getPhase()));
     }
 
     /** A pod the scheduler has bound to {@code node}, using the claim; nothing runs it (there is no kubelet). */
@@ -348,8 +343,7 @@ class CsiAttachIT {
                       source: {persistentVolumeClaim: disk, imagePath: disk.img}
                       persistentVolume: {create: true}
                     """);
-            pv = Await.until("the export's PersistentVolume", SETTLED,
-                    () -> admin.persistentVolumes().withName("nbdexport-" + ns + "-disk").get(), p -> true);
+            pv = OperatorTestBed.awaitPersistentVolume(admin, ns, "disk", SETTLED);
         }
         assertThat(pv.getSpec().getCsi().getDriver()).isEqualTo(ExportResources.CSI_DRIVER);
         assertThat(pv.getSpec().getCsi().getVolumeHandle()).isEqualTo(ns + "/disk");

@@ -1,7 +1,5 @@
 package io.kubenbd.operator.reconciler;
 
-import io.fabric8.kubernetes.api.model.authorization.v1.ResourceAttributesBuilder;
-import io.fabric8.kubernetes.api.model.authorization.v1.SubjectAccessReviewBuilder;
 import io.fabric8.kubernetes.client.KubernetesClient;
 import io.fabric8.kubernetes.api.model.coordination.v1.Lease;
 import io.kubenbd.operator.runtime.OperatorOptions;
@@ -35,13 +33,7 @@ class NbdExportOperatorRbacIT extends OperatorScenarios {
     }
 
     private boolean allowed(KubeTestCluster cluster, String verb, String group, String resource, String namespace) {
-        var review = cluster.client().authorization().v1().subjectAccessReview().create(new SubjectAccessReviewBuilder()
-                .withNewSpec().withUser(user)
-                .withGroups("system:serviceaccounts", "system:serviceaccounts:" + HelmChart.NAMESPACE, "system:authenticated")
-                .withResourceAttributes(new ResourceAttributesBuilder().withVerb(verb).withGroup(group).withResource(resource)
-                        .withNamespace(namespace).build())
-                .endSpec().build());
-        return review.getStatus().getAllowed();
+        return cluster.serviceAccountMay(user, verb, group, resource, namespace);
     }
 
     /** Lease renewals fail quietly (the instance just stops leading), so check the holder keeps renewing. */

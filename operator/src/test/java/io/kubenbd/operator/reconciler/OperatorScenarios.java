@@ -75,6 +75,16 @@ abstract class OperatorScenarios {
     /** Where the operator takes its Lease, or null to run without leader election. */
     abstract String leaseNamespace(KubeTestCluster cluster);
 
+    /** The namespaces the operator watches (known once {@link #operatorClient} ran); empty for all. */
+    Set<String> watchedNamespaces() {
+        return Set.of();
+    }
+
+    /** A namespace of its own for one scenario, which the operator watches. */
+    String scenarioNamespace(KubeTestCluster cluster, String prefix) {
+        return cluster.createNamespace(prefix);
+    }
+
     @BeforeAll
     void startOperator(KubeTestCluster testCluster) throws Exception {
         cluster = testCluster;
@@ -82,7 +92,8 @@ abstract class OperatorScenarios {
         OperatorTestBed.installCrds(cluster);
         controlPort = OperatorTestBed.freePort();
         caNamespace = leaseNamespace(cluster) != null ? leaseNamespace(cluster) : cluster.createNamespace("operator");
-        operator = KubeNbdOperator.start(operatorClient(cluster), new OperatorOptions(Set.of(),
+        KubernetesClient operatorClient = operatorClient(cluster);
+        operator = KubeNbdOperator.start(operatorClient, new OperatorOptions(watchedNamespaces(),
                 new ServerSettings("kube-nbd:test", "Never", controlPort, ServerSettings.DEFAULT_JAVA_OPTIONS),
                 leaseNamespace(cluster), OperatorOptions.DEFAULT_LEASE_NAME, "it", "127.0.0.1", 0, 4, false, caNamespace));
     }
@@ -95,26 +106,19 @@ abstract class OperatorScenarios {
     }
 
     private static String exportYaml(String name, int port, String extraSpec) {
-        return """
-                apiVersion: kubenbd.io/v1alpha1
-                kind: NbdExport
-                metadata: {name: %s}
-                spec:
-                  source: {persistentVolumeClaim: %s, imagePath: disk.img}
-                  service: {port: %d}
-                %s""".formatted(name, name, port, extraSpec.indent(2));
+        return OperatorTestBed.exportYaml(name, name, "service: {port: %d}\n".formatted(port) + extraSpec);
     }
 
     @Test
     void exportGetsSecretServerServiceAndVolumeAndServesOverTlsPsk(@TempDir Path work) throws Exception {
-        String ns = cluster.createNamespace("serve");
+        String ns = scenarioNamespace(cluster, "serve");
         int port = OperatorTestBed.freePort();
         createClaim(client, ns, "disk", "Filesystem");
         NbdExport created = createExport(client, ns, exportYaml("disk", port, """
-                persistentVolume: {create: true, claimRef: {namespace: apps, name: vm-disk}}
+                persistentVolume: {create: true, claimRef: {namespace: %s, name: vm-disk}}
                 dirtyBitmaps: [{name: backup}]
                 metaContexts: [base:allocation]
-                maxConnections: 4"""));
+                maxConnections: 4""".formatted(ns)));
 
         // Dependents appear before any pod runs.
         Secret secret = Await.until("PSK Secret", RECONCILED,
@@ -128,8 +132,8 @@ abstract class OperatorScenarios {
                 .satisfies(o -> assertThat(o.getUid()).isEqualTo(created.getMetadata().getUid()));
         Service service = client.services().inNamespace(ns).withName("disk").get();
         assertThat(service.getSpec().getPorts()).singleElement().satisfies(p -> assertThat(p.getPort()).isEqualTo(port));
-        PersistentVolume pv = Await.until("PersistentVolume", RECONCILED,
-                () -> client.persistentVolumes().withName("nbdexport-" + ns + "-disk").get(), p -> true);
+        PersistentVolume pv = OperatorTestBed.awaitPersistentVolume(client, ns, "disk", RECONCILED);
+        assertThat(pv.getMetadata().getName()).isEqualTo("nbdexport-" + created.getMetadata().getUid());
         assertThat(pv.getSpec().getCsi().getDriver()).isEqualTo("nbd.csi.kubenbd.io");
         assertThat(pv.getSpec().getCsi().getVolumeAttributes()).containsEntry("host", "disk." + ns + ".svc")
                 .containsEntry("port", Integer.toString(port)).containsEntry("exportName", "disk")
@@ -137,7 +141,7 @@ abstract class OperatorScenarios {
         assertThat(pv.getSpec().getCsi().getNodeStageSecretRef().getName()).isEqualTo("disk-psk");
         assertThat(pv.getSpec().getCapacity().get("storage").toString()).isEqualTo("64Mi");
         assertThat(pv.getSpec().getClaimRef().getNamespace() + "/" + pv.getSpec().getClaimRef().getName())
-                .as("bound in advance to the named consumer claim").isEqualTo("apps/vm-disk");
+                .as("bound in advance to the named consumer claim").isEqualTo(ns + "/vm-disk");
         NbdExport pending = awaitPhase(client, ns, "disk", "Pending", RECONCILED);
         assertThat(pending.getStatus().condition("Ready").getReason()).isIn("ServerPodPending", "ServerUnscheduled");
         assertThat(pending.getStatus().endpoint().uri()).isEqualTo("nbds://disk." + ns + ".svc:" + port + "/disk");
@@ -219,7 +223,7 @@ abstract class OperatorScenarios {
 
     @Test
     void invalidSpecsAreRejectedByTheApiServerWithTheSchemaMessage() {
-        String ns = cluster.createNamespace("invalid");
+        String ns = scenarioNamespace(cluster, "invalid");
         Map<String, String> cases = Map.of(
                 "tls: {mode: x509}", "tls.mode x509 needs tls.secretName",
                 "maxConnections: 0", "spec.maxConnections in body should be greater than or equal to 1",
@@ -240,7 +244,7 @@ abstract class OperatorScenarios {
 
     @Test
     void blockVolumeIsExportedWholeWithItsBitmapsInTheStateDir(@TempDir Path work) throws Exception {
-        String ns = cluster.createNamespace("block");
+        String ns = scenarioNamespace(cluster, "block");
         int port = OperatorTestBed.freePort();
         createClaim(client, ns, "raw", "Block");
         NbdExport export = createExport(client, ns, """
@@ -256,8 +260,9 @@ abstract class OperatorScenarios {
         Path device = OperatorTestBed.image(work.resolve("dev"), "volume", 32 << 20);
         try (LocalPodRunner server = OperatorTestBed.runServer(client, awaitServerPod(client, ns, export), "127.0.0.13",
                 work.resolve("node"), Map.of("raw", device))) {
-            assertThat(server.commandLine()).contains("raw=" + device + ",max-connections=8")
-                    .contains(work.resolve("node/volumes/state").toString());
+            assertThat(Files.readString(work.resolve("node/volumes/config/serve.yaml")))
+                    .contains("path: \"" + device + "\"").contains("max-connections: 8");
+            assertThat(server.commandLine()).contains(work.resolve("node/volumes/state").toString());
             NbdExport serving = Await.until("block export serving with its bitmap", RECONCILED, () -> export(client, ns, "raw"),
                     e -> e.getStatus() != null && e.getStatus().phase() != null && "Serving".equals(e.getStatus().phase().name())
                             && e.getStatus().dirtyBitmaps().stream().anyMatch(b -> b.granularity() == 1 << 20));
@@ -271,7 +276,7 @@ abstract class OperatorScenarios {
 
     @Test
     void missingClaimIsReportedAndTheExportStartsWhenItAppears() {
-        String ns = cluster.createNamespace("noclaim");
+        String ns = scenarioNamespace(cluster, "noclaim");
         createExport(client, ns, exportYaml("late", 10809, ""));
         NbdExport pending = awaitPhase(client, ns, "late", "Pending", RECONCILED);
         assertThat(pending.getStatus().condition("Ready").getReason()).isEqualTo("PersistentVolumeClaimNotFound");
@@ -290,7 +295,7 @@ abstract class OperatorScenarios {
 
     @Test
     void volumeModeMustFitImagePathAndASecondWriterIsRefused() {
-        String ns = cluster.createNamespace("fit");
+        String ns = scenarioNamespace(cluster, "fit");
         createClaim(client, ns, "raw", "Block");
         createExport(client, ns, exportYaml("raw", 10809, ""));
         NbdExport wrong = awaitPhase(client, ns, "raw", "Failed", RECONCILED);
@@ -309,7 +314,7 @@ abstract class OperatorScenarios {
 
     @Test
     void badImagePathFailsWithTheServersMessageAndARestartingSpecChangeSaysSo(@TempDir Path work) throws Exception {
-        String ns = cluster.createNamespace("badpath");
+        String ns = scenarioNamespace(cluster, "badpath");
         int port = OperatorTestBed.freePort();
         createClaim(client, ns, "vm", "Filesystem");
         NbdExport export = createExport(client, ns, exportYaml("vm", port, "").replace("disk.img", "missing.img"));
@@ -328,21 +333,20 @@ abstract class OperatorScenarios {
         StatefulSet rolled = Await.until("new StatefulSet template", RECONCILED,
                 () -> client.apps().statefulSets().inNamespace(ns).withName("vm-nbd").get(),
                 s -> s.getMetadata().getGeneration() > before);
-        assertThat(rolled.getSpec().getTemplate().getSpec().getContainers().getFirst().getArgs())
-                .contains("vm=/data/missing.img,readonly,max-connections=8");
+        assertThat(rolled.getSpec().getTemplate().getMetadata().getAnnotations().get(ServerPodTemplate.CONFIG_ANNOTATION))
+                .contains("path: \"/data/missing.img\"").contains("readonly: true");
         Await.until("Ready reason ServerRestarting", RECONCILED, () -> export(client, ns, "vm"),
                 e -> "ServerRestarting".equals(e.getStatus().condition("Ready").getReason()));
     }
 
     @Test
     void deletedDependentsComeBackAndDeletingTheExportRemovesEverything() {
-        String ns = cluster.createNamespace("gc");
+        String ns = scenarioNamespace(cluster, "gc");
         createClaim(client, ns, "data", "Filesystem");
         NbdExport export = createExport(client, ns, exportYaml("data", 10809, "persistentVolume: {create: true}"));
-        String pvName = "nbdexport-" + ns + "-data";
         Service service = Await.until("Service", RECONCILED, () -> client.services().inNamespace(ns).withName("data").get(), s -> true);
         Secret secret = Await.until("Secret", RECONCILED, () -> client.secrets().inNamespace(ns).withName("data-psk").get(), s -> true);
-        Await.until("PersistentVolume", RECONCILED, () -> client.persistentVolumes().withName(pvName).get(), p -> true);
+        String pvName = OperatorTestBed.awaitPersistentVolume(client, ns, "data", RECONCILED).getMetadata().getName();
 
         client.services().inNamespace(ns).withName("data").delete();
         client.secrets().inNamespace(ns).withName("data-psk").delete();

@@ -40,7 +40,12 @@ public final class HelmChart {
 
     /** {@code helm template} of the release into {@link #NAMESPACE} with extra arguments; fails on a helm error. */
     public static String render(String... extra) throws Exception {
-        List<String> args = new ArrayList<>(List.of("template", RELEASE, CHART.toString(), "--namespace", NAMESPACE,
+        return renderRelease(RELEASE, NAMESPACE, extra);
+    }
+
+    /** {@code helm template} of {@code release} into {@code namespace} with extra arguments; fails on a helm error. */
+    public static String renderRelease(String release, String namespace, String... extra) throws Exception {
+        List<String> args = new ArrayList<>(List.of("template", release, CHART.toString(), "--namespace", namespace,
                 "--kube-version", KUBE_VERSION));
         args.addAll(List.of(extra));
         PeerCommand.Result result = helm(args.toArray(String[]::new));
@@ -57,21 +62,30 @@ public final class HelmChart {
      * @return that ServiceAccount's user name, {@code system:serviceaccount:<namespace>:<name>}
      */
     public static String installRbac(KubernetesClient admin) throws Exception {
-        if (admin.namespaces().withName(NAMESPACE).get() == null) {
-            admin.namespaces().resource(new NamespaceBuilder().withNewMetadata().withName(NAMESPACE).endMetadata().build())
+        return installRbac(admin, RELEASE, NAMESPACE);
+    }
+
+    /**
+     * As {@link #installRbac(KubernetesClient)} for another release (its own ServiceAccount and roles) in
+     * {@code namespace}, rendered with {@code values} ({@code --set ...}); the namespaces the render puts
+     * Roles in must exist.
+     */
+    public static String installRbac(KubernetesClient admin, String release, String namespace, String... values) throws Exception {
+        if (admin.namespaces().withName(namespace).get() == null) {
+            admin.namespaces().resource(new NamespaceBuilder().withNewMetadata().withName(namespace).endMetadata().build())
                     .create();
         }
-        List<HasMetadata> objects = objects(admin, render());
+        List<HasMetadata> objects = objects(admin, renderRelease(release, namespace, values));
         for (HasMetadata object : objects) {
             if (List.of("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding").contains(object.getKind())) {
                 var resource = object.getMetadata().getNamespace() == null && object.getKind().matches("ServiceAccount|Role|RoleBinding")
-                        ? admin.resource(object).inNamespace(NAMESPACE) : admin.resource(object);
+                        ? admin.resource(object).inNamespace(namespace) : admin.resource(object);
                 resource.forceConflicts().serverSideApply();
             }
         }
         String serviceAccount = objects.stream().filter(Deployment.class::isInstance).map(Deployment.class::cast)
                 .map(d -> d.getSpec().getTemplate().getSpec().getServiceAccountName()).findFirst().orElseThrow();
-        return "system:serviceaccount:" + NAMESPACE + ":" + serviceAccount;
+        return "system:serviceaccount:" + namespace + ":" + serviceAccount;
     }
 
     /** The rendered objects, parsed by the client's serializer. */

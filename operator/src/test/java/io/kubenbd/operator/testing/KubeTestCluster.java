@@ -2,6 +2,8 @@ package io.kubenbd.operator.testing;
 
 import io.fabric8.kubernetes.api.model.HasMetadata;
 import io.fabric8.kubernetes.api.model.NamespaceBuilder;
+import io.fabric8.kubernetes.api.model.authorization.v1.ResourceAttributesBuilder;
+import io.fabric8.kubernetes.api.model.authorization.v1.SubjectAccessReviewBuilder;
 import io.fabric8.kubernetes.client.Config;
 import io.fabric8.kubernetes.client.KubernetesClient;
 import io.fabric8.kubernetes.client.KubernetesClientBuilder;
@@ -68,7 +70,12 @@ public final class KubeTestCluster implements AutoCloseable {
      * controller, which makes VolumeAttachments for pods bound to nodes that let it manage their
      * attachments (annotation {@code volumes.kubernetes.io/controller-managed-attach-detach}) and
      * refuses a second node a ReadWriteOnce volume; it attaches only CSI volumes here, and only for
-     * nodes that tests create with that annotation.
+     * nodes that tests create with that annotation; the ClusterRole aggregation controller (the
+     * built-in edit, admin and view roles take up rules of labelled ClusterRoles); and the PersistentVolume binder, which binds
+     * claims to volumes exactly as a production cluster does (a pre-bound {@code claimRef}, a
+     * claim's {@code volumeName}, or a free volume of the claim's class), so that tests can show
+     * which claim can take which PersistentVolume. With no provisioner, a claim nothing matches
+     * stays {@code Pending}.
      */
     private static final List<String> CONTROLLERS = List.of(
             "garbage-collector-controller",
@@ -79,7 +86,9 @@ public final class KubeTestCluster implements AutoCloseable {
             "replicaset-controller",
             "persistentvolumeclaim-protection-controller",
             "persistentvolume-protection-controller",
-            "persistentvolume-attach-detach-controller");
+            "persistentvolume-attach-detach-controller",
+            "persistentvolume-binder-controller",
+            "clusterrole-aggregation-controller");
 
     private final Path workDir;
     private final List<LoggedProcess> processes;
@@ -231,6 +240,30 @@ public final class KubeTestCluster implements AutoCloseable {
         config.setImpersonateUsername(user);
         config.setImpersonateGroups(groups);
         return new KubernetesClientBuilder().withConfig(config).build();
+    }
+
+    /**
+     * Whether RBAC lets a ServiceAccount ({@code system:serviceaccount:<ns>:<name>}, with the groups the API server
+     * gives it) do {@code verb} on {@code resource}, asked of the API server with a SubjectAccessReview.
+     *
+     * @param namespace null for cluster-scoped resources, or for the verb on all namespaces
+     */
+    public boolean serviceAccountMay(String serviceAccount, String verb, String group, String resource, String namespace) {
+        String accountNamespace = serviceAccount.split(":")[2];
+        return userMay(serviceAccount, List.of("system:serviceaccounts", "system:serviceaccounts:" + accountNamespace),
+                verb, group, resource, namespace);
+    }
+
+    /** As {@link #serviceAccountMay} for any user in {@code groups} (and {@code system:authenticated}). */
+    public boolean userMay(String user, List<String> groups, String verb, String group, String resource, String namespace) {
+        List<String> allGroups = new ArrayList<>(groups);
+        allGroups.add("system:authenticated");
+        var review = client.authorization().v1().subjectAccessReview().create(new SubjectAccessReviewBuilder()
+                .withNewSpec().withUser(user).withGroups(allGroups)
+                .withResourceAttributes(new ResourceAttributesBuilder().withVerb(verb).withGroup(group).withResource(resource)
+                        .withNamespace(namespace).build())
+                .endSpec().build());
+        return review.getStatus().getAllowed();
     }
 
     /**

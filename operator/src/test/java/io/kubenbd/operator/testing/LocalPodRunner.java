@@ -1,5 +1,11 @@
 package io.kubenbd.operator.testing;
 
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ArrayNode;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import com.fasterxml.jackson.databind.node.TextNode;
+import com.fasterxml.jackson.dataformat.yaml.YAMLFactory;
 import io.fabric8.kubernetes.api.model.BindingBuilder;
 import io.fabric8.kubernetes.api.model.Container;
 import io.fabric8.kubernetes.api.model.ContainerStatusBuilder;
@@ -8,6 +14,8 @@ import io.fabric8.kubernetes.api.model.Pod;
 import io.fabric8.kubernetes.api.model.PodConditionBuilder;
 import io.fabric8.kubernetes.api.model.PodStatus;
 import io.fabric8.kubernetes.api.model.PodStatusBuilder;
+import io.fabric8.kubernetes.api.model.DownwardAPIVolumeFile;
+import io.fabric8.kubernetes.api.model.DownwardAPIVolumeSource;
 import io.fabric8.kubernetes.api.model.Secret;
 import io.fabric8.kubernetes.api.model.Volume;
 import io.fabric8.kubernetes.client.KubernetesClient;
@@ -31,7 +39,8 @@ import java.util.regex.Pattern;
 /**
  * Plays scheduler and kubelet for one server pod, since no kubelet runs in the tests: binds the
  * pod to a node, then starts its container's command, args and env exactly as the pod spec says,
- * with {@code $(VAR)} expanded as the kubelet does, Secret volumes written out as files and every
+ * with {@code $(VAR)} expanded as the kubelet does, Secret volumes and downward API annotations
+ * written out as files (paths in a YAML file mapped like the arguments) and every
  * mount path mapped onto a local directory. The command must be the image's nbd-node launcher,
  * which is run as {@code java -jar nbd-node.jar}. When the readiness probe's port answers, the
  * pod's status is set Running and Ready; when the server exits, the container is reported
@@ -75,6 +84,7 @@ public final class LocalPodRunner implements AutoCloseable {
         }
         Container container = pod.getSpec().getContainers().getFirst();
         Map<String, Path> mounts = new LinkedHashMap<>();
+        Map<DownwardAPIVolumeSource, Path> downwardApiVolumes = new LinkedHashMap<>();
         for (Volume volume : pod.getSpec().getVolumes()) {
             Path local = workDir.resolve("volumes").resolve(volume.getName());
             if (volume.getPersistentVolumeClaim() != null) {
@@ -90,6 +100,9 @@ public final class LocalPodRunner implements AutoCloseable {
                 }
             } else if (volume.getEmptyDir() != null) {
                 Files.createDirectories(local);
+            } else if (volume.getDownwardAPI() != null) {
+                Files.createDirectories(local);
+                downwardApiVolumes.put(volume.getDownwardAPI(), local);
             } else {
                 throw new IllegalArgumentException("volume kind not played locally: " + volume);
             }
@@ -100,6 +113,10 @@ public final class LocalPodRunner implements AutoCloseable {
                 container.getVolumeDevices().stream().filter(d -> d.getName().equals(volume.getName()))
                         .forEach(d -> mounts.put(d.getDevicePath(), target));
             }
+        }
+        // Written once every mount is known: a file the server reads may name paths of other volumes.
+        for (var downward : downwardApiVolumes.entrySet()) {
+            writeDownwardApiFiles(pod, downward.getKey(), downward.getValue(), mounts);
         }
         Map<String, String> env = new LinkedHashMap<>();
         for (EnvVar var : container.getEnv()) {
@@ -242,6 +259,42 @@ public final class LocalPodRunner implements AutoCloseable {
     }
 
     /** Replaces in-pod paths by their local stand-ins in one pass, so a local path is never mapped again. */
+    /**
+     * Writes the pod annotations a downward API volume names into files, as the kubelet does. A YAML file's
+     * string values get the same path mapping as the arguments (the server's config names paths in the pod).
+     */
+    private static void writeDownwardApiFiles(Pod pod, DownwardAPIVolumeSource source, Path directory,
+                                              Map<String, Path> mounts) throws IOException {
+        Pattern annotationRef = Pattern.compile("metadata\\.annotations\\['([^']+)'\\]");
+        for (DownwardAPIVolumeFile item : source.getItems()) {
+            Matcher ref = item.getFieldRef() == null ? null : annotationRef.matcher(item.getFieldRef().getFieldPath());
+            if (ref == null || !ref.matches()) {
+                throw new IllegalArgumentException("downward API item not played locally: " + item);
+            }
+            String value = pod.getMetadata().getAnnotations().getOrDefault(ref.group(1), "");
+            if (item.getPath().endsWith(".yaml")) {
+                var yaml = new ObjectMapper(new YAMLFactory());
+                JsonNode tree = yaml.readTree(value);
+                value = yaml.writeValueAsString(mapTextValues(tree, mounts));
+            }
+            Files.writeString(directory.resolve(item.getPath()), value);
+        }
+    }
+
+    private static JsonNode mapTextValues(JsonNode node, Map<String, Path> mounts) {
+        if (node.isTextual()) {
+            return TextNode.valueOf(mapPaths(node.asText(), mounts));
+        }
+        if (node instanceof ObjectNode object) {
+            object.properties().forEach(field -> field.setValue(mapTextValues(field.getValue(), mounts)));
+        } else if (node instanceof ArrayNode array) {
+            for (int i = 0; i < array.size(); i++) {
+                array.set(i, mapTextValues(array.get(i), mounts));
+            }
+        }
+        return node;
+    }
+
     private static String mapPaths(String arg, Map<String, Path> mounts) {
         List<String> inPod = new ArrayList<>(mounts.keySet());
         inPod.sort(java.util.Comparator.comparingInt(String::length).reversed()); // /data/x before /data

@@ -1,6 +1,7 @@
 package io.kubenbd.operator.testing;
 
 import io.fabric8.kubernetes.api.model.GenericKubernetesResource;
+import io.fabric8.kubernetes.api.model.PersistentVolume;
 import io.fabric8.kubernetes.api.model.PersistentVolumeClaim;
 import io.fabric8.kubernetes.api.model.PersistentVolumeClaimBuilder;
 import io.fabric8.kubernetes.api.model.Pod;
@@ -55,6 +56,17 @@ public final class OperatorTestBed {
                 .endSpec().build()).create();
     }
 
+    /** An NbdExport of {@code disk.img} on the Filesystem PVC {@code claim}, with more spec lines (YAML, not indented). */
+    public static String exportYaml(String name, String claim, String extraSpec) {
+        return """
+                apiVersion: kubenbd.io/v1alpha1
+                kind: NbdExport
+                metadata: {name: %s}
+                spec:
+                  source: {persistentVolumeClaim: %s, imagePath: disk.img}
+                %s""".formatted(name, claim, extraSpec.indent(2));
+    }
+
     /** Sends the YAML as it is (untyped), so that values the Java model cannot hold reach the API server's validation. */
     public static NbdExport createExport(KubernetesClient client, String namespace, String yaml) {
         var resource = client.getKubernetesSerialization().unmarshal(yaml, GenericKubernetesResource.class);
@@ -70,6 +82,14 @@ public final class OperatorTestBed {
     public static NbdExport awaitPhase(KubernetesClient client, String namespace, String name, String phase, Duration timeout) {
         return Await.until("NbdExport " + name + " in phase " + phase, timeout, () -> export(client, namespace, name),
                 e -> e.getStatus() != null && e.getStatus().phase() != null && phase.equals(e.getStatus().phase().name()));
+    }
+
+    /** The PersistentVolume the operator wrote for an export, by the name in its status. */
+    public static PersistentVolume awaitPersistentVolume(KubernetesClient client, String namespace, String name, Duration timeout) {
+        NbdExport export = Await.until("status.persistentVolume of NbdExport " + namespace + "/" + name, timeout,
+                () -> export(client, namespace, name), e -> e.getStatus() != null && e.getStatus().persistentVolume() != null);
+        return Await.until("PersistentVolume " + export.getStatus().persistentVolume(), timeout,
+                () -> client.persistentVolumes().withName(export.getStatus().persistentVolume()).get(), pv -> true);
     }
 
     /** The server pod, once the StatefulSet controller has made it. */
