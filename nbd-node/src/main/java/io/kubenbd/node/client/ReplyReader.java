@@ -130,6 +130,9 @@ final class ReplyReader {
         if (request.chunks > 0) {
             throw violation("a simple reply in the middle of the structured reply to " + describe(header));
         }
+        if (error == 0 && header.type() == CommandType.BLOCK_STATUS) {
+            throw violation("a successful simple reply to " + describe(header) + " (block status comes in status chunks)");
+        }
         List<ReplyChunk> chunks = new ArrayList<>(1);
         if (error != 0) {
             chunks.add(new ReplyChunk.Error(NbdError.fromCode(error), ""));
@@ -216,7 +219,12 @@ final class ReplyReader {
             throw violation("an empty NBD_REPLY_TYPE_OFFSET_HOLE in the reply to " + describe(request.header));
         }
         request.cover(at, size, "NBD_REPLY_TYPE_OFFSET_HOLE");
-        request.result.add(new ReplyChunk.OffsetHole(at, (int) size));
+        // The record's length is an int; a hole of 2 GiB or more (32 bits unsigned on the wire) becomes two.
+        long split = Math.min(size, Integer.MAX_VALUE);
+        request.result.add(new ReplyChunk.OffsetHole(at, (int) split));
+        if (split < size) {
+            request.result.add(new ReplyChunk.OffsetHole(at + split, (int) (size - split)));
+        }
     }
 
     private void readBlockStatus(DataInputStream in, InFlight request, int type, long length) throws IOException {

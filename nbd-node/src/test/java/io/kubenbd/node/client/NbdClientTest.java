@@ -300,6 +300,24 @@ class NbdClientTest {
     }
 
     @Test
+    void aSuccessfulSimpleReplyToBlockStatusIsAViolation() throws Exception {
+        // Block status comes only in status chunks; a bare success would read as "no extents".
+        transmitting(ReplyStyle.STRUCTURED, (request, out) -> HostileServer.simpleReply(out, 0, request.cookie()));
+        assertViolation(() -> client.blockStatus(0, 4096, 0), "NBD_CMD_BLOCK_STATUS");
+    }
+
+    @Test
+    void aHoleLargerThanAnIntIsKeptWhole() throws Exception {
+        transmitting(ReplyStyle.EXTENDED, (request, out) -> hole(server, out, request, DONE, request.offset(),
+                (int) request.length()));
+        long length = 3L << 30;
+        client.send(new RequestHeader(0, CommandType.READ, client.nextCookie(), 0, length), null);
+        List<ReplyChunk> chunks = client.receive().chunks();
+        assertThat(chunks).allSatisfy(c -> assertThat(((ReplyChunk.OffsetHole) c).length()).isPositive());
+        assertThat(chunks.stream().mapToLong(c -> ((ReplyChunk.OffsetHole) c).length()).sum()).isEqualTo(length);
+    }
+
+    @Test
     void aCommandErrorLeavesTheConnectionUsable() throws Exception {
         transmitting(ReplyStyle.STRUCTURED, (request, out) -> {
             if (request.type() == CommandType.FLUSH) {
