@@ -11,3 +11,7 @@ bash .ci/install-peers.sh
 bash scripts/k8s-test-binaries.sh kube-apiserver kube-controller-manager etcd csi-sanity csi-attacher helm
 source scripts/java-home.sh
 mvn -B -ntp verify "$@"
+# Bounded fuzzing on top of the seeds verify ran: 30 s per target (@FuzzTest maxDuration), one JVM each.
+for target in OptionDecoderFuzzTest RequestDecoderFuzzTest 'ReplyReaderFuzzTest#replies' 'ReplyReaderFuzzTest#optionReplies'; do
+  JAZZER_FUZZ=1 mvn -B -ntp -pl nbd-node surefire:test -Dtest="$target" -Dsurefire.failIfNoSpecifiedTests=false
+done

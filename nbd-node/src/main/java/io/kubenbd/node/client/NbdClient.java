@@ -1,10 +1,10 @@
 package io.kubenbd.node.client;
 
-import io.kubenbd.node.protocol.BlockDescriptor;
 import io.kubenbd.node.protocol.CommandFlags;
 import io.kubenbd.node.protocol.CommandType;
 import io.kubenbd.node.protocol.HandshakeFlags;
 import io.kubenbd.node.protocol.InfoType;
+import io.kubenbd.node.protocol.Limits;
 import io.kubenbd.node.protocol.Magic;
 import io.kubenbd.node.protocol.NbdError;
 import io.kubenbd.node.protocol.OptionCodec;
@@ -16,7 +16,6 @@ import io.kubenbd.node.protocol.OptionType;
 import io.kubenbd.node.protocol.Reply;
 import io.kubenbd.node.protocol.ReplyChunk;
 import io.kubenbd.node.protocol.ReplyStyle;
-import io.kubenbd.node.protocol.ReplyType;
 import io.kubenbd.node.protocol.RequestHeader;
 import io.kubenbd.node.tls.ClientTlsCredentials;
 import io.kubenbd.node.tls.NegotiatedTls;
@@ -44,12 +43,11 @@ import java.io.InputStream;
 import java.net.InetAddress;
 import java.net.InetSocketAddress;
 import java.net.Socket;
-import java.nio.charset.StandardCharsets;
 import java.time.Duration;
 import java.util.ArrayList;
-import java.util.HashMap;
+import java.util.HashSet;
 import java.util.List;
-import java.util.Map;
+import java.util.Set;
 import java.util.concurrent.atomic.AtomicLong;
 
 /**
@@ -59,7 +57,10 @@ import java.util.concurrent.atomic.AtomicLong;
  * whatever order the server answers. Not thread-safe: one caller drives a connection.
  */
 public final class NbdClient implements Closeable {
-    private static final int MAX_REPLY_PAYLOAD = 64 << 20;
+    /** Most replies one option may get (an export list, meta contexts, info items). */
+    static final int MAX_OPTION_REPLIES = 1 << 16;
+    /** Most payload bytes all the replies to one option may carry together. */
+    static final int MAX_OPTION_REPLY_BYTES = 16 << 20;
 
     private static final int BUFFER = 1 << 16;
 
@@ -75,11 +76,14 @@ public final class NbdClient implements Closeable {
     private NegotiatedTls tls;
     private final boolean noZeroes;
     private final AtomicLong cookies = new AtomicLong();
-    private final Map<Long, List<ReplyChunk>> partial = new HashMap<>();
-    /** Pending simple-reply reads: cookie to (offset, length). */
-    private final Map<Long, long[]> pendingReads = new HashMap<>();
+    /** The meta context ids the last NBD_OPT_SET_META_CONTEXT returned. */
+    private final Set<Integer> contexts = new HashSet<>();
+    /** Holds the server's replies to the requests in flight; made at the first request. */
+    private ReplyReader replies;
     private ReplyStyle style = ReplyStyle.SIMPLE;
     private ExportInfo export;
+    /** Why the connection was dropped after the server broke the protocol, or null while it is usable. */
+    private String dropped;
 
     private NbdClient(Socket socket, String host, int port) throws IOException {
         this.socket = socket;
@@ -146,15 +150,44 @@ public final class NbdClient implements Closeable {
 
     /** Sends an option and returns every reply up to and including the final one. */
     public List<OptionReply> option(OptionRequest request) throws IOException {
-        sendOption(request.option(), request);
-        List<OptionReply> replies = new ArrayList<>();
-        while (true) {
-            OptionReply reply = readOptionReply(request.option());
-            replies.add(reply);
-            if (!(reply instanceof OptionReply.Server || reply.type() == OptionReplyType.INFO
-                    || reply instanceof OptionReply.MetaContext)) {
-                return replies;
+        ensureUsable();
+        int option = request.option();
+        try {
+            sendOption(option, request);
+            int partialType = switch (option) {
+                case OptionType.LIST -> OptionReplyType.SERVER;
+                case OptionType.INFO, OptionType.GO -> OptionReplyType.INFO;
+                case OptionType.LIST_META_CONTEXT, OptionType.SET_META_CONTEXT -> OptionReplyType.META_CONTEXT;
+                default -> OptionReplyType.ACK; // none: every reply is final
+            };
+            List<OptionReply> replies = new ArrayList<>();
+            Set<Integer> contextIds = new HashSet<>();
+            long bytes = 0;
+            while (true) {
+                if (replies.size() == MAX_OPTION_REPLIES || bytes > MAX_OPTION_REPLY_BYTES) {
+                    throw new NbdProtocolException("server sent " + replies.size() + " replies (" + bytes
+                            + " bytes) to " + OptionType.name(option) + " and more; the limit is " + MAX_OPTION_REPLIES
+                            + " replies and " + MAX_OPTION_REPLY_BYTES + " bytes");
+                }
+                int[] length = new int[1];
+                OptionReply reply = readOptionReply(in, option, length);
+                bytes += length[0];
+                replies.add(reply);
+                if (reply instanceof OptionReply.Ack || reply instanceof OptionReply.Error) {
+                    return replies;
+                }
+                if (reply.type() != partialType) {
+                    throw new NbdProtocolException("server answered " + OptionType.name(option) + " with "
+                            + OptionReplyType.name(reply.type()));
+                }
+                if (option == OptionType.SET_META_CONTEXT && reply instanceof OptionReply.MetaContext m
+                        && !contextIds.add(m.id())) {
+                    throw new NbdProtocolException("server returned context id " + Integer.toUnsignedString(m.id())
+                            + " twice for " + OptionType.name(option));
+                }
             }
+        } catch (IOException e) {
+            throw drop(e);
         }
     }
 
@@ -196,8 +229,8 @@ public final class NbdClient implements Closeable {
             throw e;
         }
         style = ReplyStyle.SIMPLE;
-        partial.clear();
-        pendingReads.clear();
+        contexts.clear();
+        replies = null;
         return tls;
     }
 
@@ -359,14 +392,17 @@ public final class NbdClient implements Closeable {
     }
 
     public List<OptionReply.MetaContext> setMetaContexts(String exportName, List<String> queries) throws IOException {
-        return metaContexts(true, exportName, queries);
+        List<OptionReply.MetaContext> set = metaContexts(true, exportName, queries);
+        contexts.clear();
+        set.forEach(c -> contexts.add(c.id()));
+        return set;
     }
 
     /** Sends NBD_OPT_ABORT and closes. */
     public void abort() throws IOException {
         try {
             sendOption(OptionType.ABORT, new OptionRequest.Abort());
-            readOptionReply(OptionType.ABORT);
+            readOptionReply(in, OptionType.ABORT, new int[1]);
         } catch (EOFException e) {
             // The spec lets a server close instead of acknowledging.
         } finally {
@@ -390,7 +426,8 @@ public final class NbdClient implements Closeable {
         check(request.option(), finalReply(replies));
         String canonical = name;
         String description = "";
-        long size = -1;
+        boolean described = false;
+        long size = 0;
         int flags = 0;
         int min = 0, preferred = 0, max = 0;
         for (OptionReply reply : replies) {
@@ -398,6 +435,7 @@ public final class NbdClient implements Closeable {
                 case OptionReply.InfoName n -> canonical = n.name();
                 case OptionReply.InfoDescription d -> description = d.description();
                 case OptionReply.InfoExport e -> {
+                    described = true;
                     size = e.size();
                     flags = e.transmissionFlags();
                 }
@@ -405,14 +443,30 @@ public final class NbdClient implements Closeable {
                     min = b.minimum();
                     preferred = b.preferred();
                     max = b.maximum();
+                    checkBlockSizes(b);
                 }
                 default -> { }
             }
         }
+        if (!described) {
+            throw drop(new NbdProtocolException(OptionType.name(request.option()) + " succeeded without NBD_INFO_EXPORT"));
+        }
         if (size < 0) {
-            throw new NbdProtocolException(OptionType.name(request.option()) + " succeeded without NBD_INFO_EXPORT");
+            throw drop(new NbdProtocolException("server sent an export size of " + Long.toUnsignedString(size)
+                    + " bytes"));
         }
         return new ExportInfo(canonical, description, size, flags, min, preferred, max);
+    }
+
+    /** The spec's rules for NBD_INFO_BLOCK_SIZE: powers of two, minimum at most 64 KiB, maximum not below preferred. */
+    private void checkBlockSizes(OptionReply.InfoBlockSize b) throws IOException {
+        int min = b.minimum(), preferred = b.preferred();
+        if (min <= 0 || min > 1 << 16 || Integer.bitCount(min) != 1 || preferred < min
+                || Integer.bitCount(preferred) != 1 || Integer.compareUnsigned(b.maximum(), preferred) < 0) {
+            throw drop(new NbdProtocolException("server sent impossible block sizes: minimum "
+                    + Integer.toUnsignedString(min) + ", preferred " + Integer.toUnsignedString(preferred)
+                    + ", maximum " + Integer.toUnsignedString(b.maximum())));
+        }
     }
 
     private static OptionReply finalReply(List<OptionReply> replies) {
@@ -435,26 +489,70 @@ public final class NbdClient implements Closeable {
         out.flush();
     }
 
-    private OptionReply readOptionReply(int option) throws IOException {
+    /**
+     * Reads one option reply for {@code option}. Its length is held to what its type can need
+     * (strings are at most {@link Limits#MAX_STRING} bytes) before the payload is read, and
+     * fixed-size information items must have their exact size.
+     *
+     * @param length where the payload's length is stored, for the caller's budget
+     */
+    static OptionReply readOptionReply(DataInputStream in, int option, int[] length) throws IOException {
         long magic = in.readLong();
         int replyOption = in.readInt();
         int type = in.readInt();
-        long length = Integer.toUnsignedLong(in.readInt());
+        long size = Integer.toUnsignedLong(in.readInt());
         if (magic != Magic.OPTION_REPLY || replyOption != option) {
             throw new NbdProtocolException("bad option reply (magic 0x" + Long.toHexString(magic) + ", option "
                     + replyOption + ", expected " + option + ")");
         }
-        if (length > MAX_REPLY_PAYLOAD) {
-            throw new NbdProtocolException("option reply of " + length + " bytes");
+        int most = switch (type) {
+            case OptionReplyType.ACK -> 0;
+            case OptionReplyType.SERVER -> 4 + 2 * Limits.MAX_STRING;
+            case OptionReplyType.INFO -> 2 + Limits.MAX_STRING;
+            case OptionReplyType.META_CONTEXT -> 4 + Limits.MAX_STRING;
+            default -> {
+                if (!OptionReplyType.isError(type)) {
+                    throw new NbdProtocolException("unknown option reply type 0x" + Integer.toHexString(type)
+                            + " to " + OptionType.name(option));
+                }
+                yield Limits.MAX_STRING;
+            }
+        };
+        if (size > most) {
+            throw new NbdProtocolException(OptionReplyType.name(type) + " of " + size + " bytes to "
+                    + OptionType.name(option) + " (at most " + most + ")");
         }
-        byte[] payload = in.readNBytes((int) length);
-        if (payload.length != length) {
-            throw new EOFException("connection closed inside an option reply");
-        }
+        byte[] payload = new byte[(int) size];
+        in.readFully(payload);
+        length[0] = payload.length;
+        ByteBuf data = Unpooled.wrappedBuffer(payload);
+        checkOptionPayload(type, data);
         try {
-            return OptionReplyCodec.decode(type, Unpooled.wrappedBuffer(payload));
+            return OptionReplyCodec.decode(type, data);
         } catch (IndexOutOfBoundsException | IllegalArgumentException e) {
             throw new NbdProtocolException("malformed " + OptionReplyType.name(type) + " reply: " + e.getMessage());
+        }
+    }
+
+    private static void checkOptionPayload(int type, ByteBuf data) throws NbdProtocolException {
+        int size = data.readableBytes();
+        if (type == OptionReplyType.SERVER && size >= 4) {
+            long name = data.getUnsignedInt(0);
+            if (name > Limits.MAX_STRING || size - 4 - name > Limits.MAX_STRING) {
+                throw new NbdProtocolException("NBD_REP_SERVER with an export name of " + name + " bytes in "
+                        + size + " (names and descriptions are at most " + Limits.MAX_STRING + " bytes)");
+            }
+        } else if (type == OptionReplyType.INFO && size >= 2) {
+            int info = data.getUnsignedShort(0);
+            int exact = switch (info) {
+                case InfoType.EXPORT -> 2 + 8 + 2;
+                case InfoType.BLOCK_SIZE -> 2 + 4 + 4 + 4;
+                default -> size;
+            };
+            if (size != exact) {
+                throw new NbdProtocolException((info == InfoType.EXPORT ? "NBD_INFO_EXPORT" : "NBD_INFO_BLOCK_SIZE")
+                        + " of " + size + " bytes (it has " + exact + ")");
+            }
         }
     }
 
@@ -470,113 +568,46 @@ public final class NbdClient implements Closeable {
      * {@code payload} may be null; it is sent after the header as is.
      */
     public void send(RequestHeader header, byte[] payload) throws IOException {
-        if (style == ReplyStyle.EXTENDED) {
-            out.writeInt(Magic.EXTENDED_REQUEST);
-            out.writeShort(header.flags());
-            out.writeShort(header.type());
-            out.writeLong(header.cookie());
-            out.writeLong(header.offset());
-            out.writeLong(header.length());
-        } else {
-            out.writeInt(Magic.REQUEST);
-            out.writeShort(header.flags());
-            out.writeShort(header.type());
-            out.writeLong(header.cookie());
-            out.writeLong(header.offset());
-            out.writeInt((int) header.length());
-        }
-        if (payload != null) {
-            out.write(payload);
-        }
-        if (header.type() == CommandType.READ && style == ReplyStyle.SIMPLE) {
-            pendingReads.put(header.cookie(), new long[] {header.offset(), header.length()});
-        }
-        out.flush();
-    }
-
-    /** Reads until some request's reply is complete and returns it. */
-    public Reply receive() throws IOException {
-        while (true) {
-            int magic = in.readInt();
-            switch (magic) {
-                case Magic.SIMPLE_REPLY -> {
-                    return readSimple();
-                }
-                case Magic.STRUCTURED_REPLY, Magic.EXTENDED_REPLY -> {
-                    Reply done = readChunk(magic == Magic.EXTENDED_REPLY);
-                    if (done != null) {
-                        return done;
-                    }
-                }
-                default -> throw new NbdProtocolException("bad reply magic 0x" + Integer.toHexString(magic));
-            }
-        }
-    }
-
-    private Reply readSimple() throws IOException {
-        int error = in.readInt();
-        long cookie = in.readLong();
-        long[] read = pendingReads.remove(cookie);
-        List<ReplyChunk> chunks = new ArrayList<>();
-        if (error != 0) {
-            chunks.add(new ReplyChunk.Error(NbdError.fromCode(error), ""));
-        } else if (read != null) {
-            chunks.add(new ReplyChunk.OffsetData(read[0], Unpooled.wrappedBuffer(readFully(read[1]))));
-        }
-        return new Reply(cookie, read == null ? 0 : read[0], chunks);
-    }
-
-    private Reply readChunk(boolean extended) throws IOException {
-        int flags = in.readUnsignedShort();
-        int type = in.readUnsignedShort();
-        long cookie = in.readLong();
-        long offset = extended ? in.readLong() : 0;
-        long length = extended ? in.readLong() : Integer.toUnsignedLong(in.readInt());
-        if (length > MAX_REPLY_PAYLOAD) {
-            throw new NbdProtocolException("reply chunk of " + length + " bytes");
-        }
-        ByteBuf payload = Unpooled.wrappedBuffer(readFully(length));
-        List<ReplyChunk> chunks = partial.computeIfAbsent(cookie, c -> new ArrayList<>());
+        ensureUsable();
+        replies().expect(header, payload);
         try {
-            switch (type) {
-                case ReplyType.NONE -> { }
-                case ReplyType.OFFSET_DATA -> chunks.add(new ReplyChunk.OffsetData(payload.readLong(), payload.slice()));
-                case ReplyType.OFFSET_HOLE -> chunks.add(new ReplyChunk.OffsetHole(payload.readLong(), payload.readInt()));
-                case ReplyType.BLOCK_STATUS, ReplyType.BLOCK_STATUS_EXT -> {
-                    boolean ext = type == ReplyType.BLOCK_STATUS_EXT;
-                    int id = payload.readInt();
-                    int count = ext ? payload.readInt() : payload.readableBytes() / 8;
-                    List<BlockDescriptor> descriptors = new ArrayList<>(count);
-                    for (int i = 0; i < count; i++) {
-                        descriptors.add(ext ? new BlockDescriptor(payload.readLong(), payload.readLong())
-                                : new BlockDescriptor(payload.readUnsignedInt(), payload.readUnsignedInt()));
-                    }
-                    chunks.add(new ReplyChunk.BlockStatus(id, descriptors));
-                }
-                default -> {
-                    if (!ReplyType.isError(type)) {
-                        throw new NbdProtocolException("unknown reply chunk type " + type);
-                    }
-                    NbdError error = NbdError.fromCode(payload.readInt());
-                    int messageLength = payload.readUnsignedShort();
-                    String message = payload.readCharSequence(messageLength, StandardCharsets.UTF_8).toString();
-                    chunks.add(new ReplyChunk.Error(error, message));
-                }
+            if (style == ReplyStyle.EXTENDED) {
+                out.writeInt(Magic.EXTENDED_REQUEST);
+                out.writeShort(header.flags());
+                out.writeShort(header.type());
+                out.writeLong(header.cookie());
+                out.writeLong(header.offset());
+                out.writeLong(header.length());
+            } else {
+                out.writeInt(Magic.REQUEST);
+                out.writeShort(header.flags());
+                out.writeShort(header.type());
+                out.writeLong(header.cookie());
+                out.writeLong(header.offset());
+                out.writeInt((int) header.length());
             }
-        } catch (IndexOutOfBoundsException | IllegalArgumentException e) {
-            throw new NbdProtocolException("malformed reply chunk of type " + type + ": " + e.getMessage());
+            if (payload != null) {
+                out.write(payload);
+            }
+            out.flush();
+        } catch (IOException e) {
+            throw drop(e);
         }
-        if ((flags & ReplyType.FLAG_DONE) == 0) {
-            return null;
-        }
-        partial.remove(cookie);
-        return new Reply(cookie, offset, chunks);
     }
 
-    private byte[] readFully(long length) throws IOException {
-        byte[] data = new byte[(int) length];
-        in.readFully(data);
-        return data;
+    /**
+     * Reads until some request's reply is complete and returns it. A reply that breaks the
+     * protocol (see {@link ReplyReader}) is an {@link NbdProtocolException}, and like any
+     * failure to read it drops the connection: every request in flight fails with it.
+     */
+    public Reply receive() throws IOException {
+        ensureUsable();
+        try {
+            // With nothing in flight this still reads: the server's hang-up after NBD_CMD_DISC is an EOFException.
+            return replies().read(in);
+        } catch (IOException e) {
+            throw drop(e);
+        }
     }
 
     /** Sends one request and waits for its reply; the connection must have nothing else in flight. */
@@ -585,7 +616,8 @@ public final class NbdClient implements Closeable {
         send(header, payload);
         Reply reply = receive();
         if (reply.cookie() != header.cookie()) {
-            throw new NbdProtocolException("reply for cookie " + reply.cookie() + ", expected " + header.cookie());
+            throw drop(new NbdProtocolException("reply for cookie " + reply.cookie() + ", expected " + header.cookie()
+                    + " (another request was in flight)"));
         }
         return reply;
     }
@@ -635,6 +667,37 @@ public final class NbdClient implements Closeable {
                 throw new NbdCommandException(what, error, message);
             }
         }
+    }
+
+    /** The reply reader for the style and contexts negotiated, made when transmission starts. */
+    private ReplyReader replies() {
+        if (replies == null) {
+            replies = new ReplyReader(style, contexts);
+        }
+        return replies;
+    }
+
+    /** Fails fast on a connection dropped after a violation, rather than writing into a closed socket. */
+    private void ensureUsable() throws IOException {
+        if (dropped != null) {
+            throw new IOException("connection to " + server() + " was dropped: " + dropped);
+        }
+    }
+
+    /**
+     * Closes the connection after a failure that left the stream position unknown (a protocol
+     * violation, a timeout or EOF inside a message) and returns the failure to throw.
+     */
+    private <E extends IOException> E drop(E failure) {
+        if (dropped == null) {
+            dropped = failure.getMessage() == null ? failure.getClass().getSimpleName() : failure.getMessage();
+            try {
+                close();
+            } catch (IOException e) {
+                failure.addSuppressed(e);
+            }
+        }
+        return failure;
     }
 
     @Override
