@@ -3,6 +3,7 @@ package io.kubenbd.node.csi;
 import io.kubenbd.node.client.ExportInfo;
 import io.kubenbd.node.client.NbdClient;
 import io.kubenbd.node.client.NbdCommandException;
+import io.kubenbd.node.client.NbdProtocolException;
 import io.kubenbd.node.protocol.NbdError;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -21,7 +22,9 @@ import java.util.concurrent.TimeUnit;
  * threads. When a connection breaks (the server restarted, the pod moved) the request is
  * retried on a new connection for up to {@link #RECONNECT_WINDOW}, so I/O pauses rather than
  * fails while the server comes back; what the server acknowledged as flushed stays flushed
- * there. An error the server answers (EIO, ENOSPC, EPERM ...) is passed on, not retried.
+ * there. An error the server answers (EIO, ENOSPC, EPERM ...) is passed on, not retried, and so
+ * is a reply that breaks the protocol (the client dropped that connection; the next request
+ * on it reconnects).
  */
 final class ExportConnections implements AutoCloseable {
     private static final Logger log = LoggerFactory.getLogger(ExportConnections.class);
@@ -108,6 +111,12 @@ final class ExportConnections implements AutoCloseable {
                     }
                     log.warn("volume={} server {} is shutting down; reconnecting", volumeId, context);
                     client = replace(client, deadline);
+                } catch (NbdProtocolException e) {
+                    // The server answered, wrongly: waiting for it to come back would not help. The client has
+                    // closed the connection; the next request on this slot reconnects.
+                    lastFailure = context + " broke the NBD protocol: " + e.getMessage();
+                    log.warn("volume={} {}", volumeId, lastFailure);
+                    throw new IOException("volume " + volumeId + ": " + lastFailure, e);
                 } catch (IOException e) {
                     if (closed || Instant.now().isAfter(deadline)) {
                         lastFailure = context + " unreachable: " + e.getMessage();

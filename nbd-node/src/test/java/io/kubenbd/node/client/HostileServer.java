@@ -34,7 +34,7 @@ import java.util.concurrent.TimeUnit;
  * crafted reply a test wants. It records when the client hangs up, which is how the tests
  * see that a client dropped a connection after a protocol violation.
  */
-final class HostileServer implements AutoCloseable {
+public final class HostileServer implements AutoCloseable {
     static final long SIZE = 1 << 20;
     static final int CONTEXT_ID = 7;
 
@@ -44,7 +44,7 @@ final class HostileServer implements AutoCloseable {
     }
 
     /** Answers one transmission request (its payload, if any, was consumed). */
-    interface Transmission {
+    public interface Transmission {
         void answer(RequestHeader request, DataOutputStream out) throws IOException;
     }
 
@@ -62,7 +62,7 @@ final class HostileServer implements AutoCloseable {
     }
 
     /** Negotiates {@code style} politely and then answers requests with {@code transmission}. */
-    static HostileServer transmission(ReplyStyle style, Transmission transmission) throws IOException {
+    public static HostileServer transmission(ReplyStyle style, Transmission transmission) throws IOException {
         return new HostileServer(style, polite(style), transmission);
     }
 
@@ -127,7 +127,7 @@ final class HostileServer implements AutoCloseable {
     }
 
     /** A structured chunk header: 32-bit length, no offset field. */
-    static void structuredHeader(DataOutputStream out, int flags, int type, long cookie, long length) throws IOException {
+    public static void structuredHeader(DataOutputStream out, int flags, int type, long cookie, long length) throws IOException {
         out.writeInt(Magic.STRUCTURED_REPLY);
         out.writeShort(flags);
         out.writeShort(type);
@@ -154,7 +154,7 @@ final class HostileServer implements AutoCloseable {
         }
     }
 
-    int port() {
+    public int port() {
         return listener.getLocalPort();
     }
 
