@@ -84,7 +84,10 @@ class ChartIT {
             }
             if (values == switchesOff) {
                 assertThat(objects).extracting(HasMetadata::getKind)
-                        .contains("Deployment", "ClusterRole").doesNotContain("DaemonSet", "CSIDriver", "Role", "StorageClass");
+                        .contains("Deployment", "ClusterRole").doesNotContain("DaemonSet", "CSIDriver", "StorageClass");
+                // Without leader election no Lease Role: only the control CA's Secret is granted in the release namespace.
+                assertThat(objects).filteredOn(o -> o.getKind().equals("Role")).extracting(o -> o.getMetadata().getName())
+                        .containsExactly("kube-nbd-control-ca");
             } else {
                 assertThat(objects).extracting(HasMetadata::getKind)
                         .contains("Deployment", "DaemonSet", "CSIDriver", "ServiceAccount", "ClusterRole", "ClusterRoleBinding");
