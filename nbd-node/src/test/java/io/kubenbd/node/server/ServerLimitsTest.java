@@ -3,7 +3,13 @@ package io.kubenbd.node.server;
 import io.kubenbd.node.client.NbdClient;
 import io.kubenbd.node.protocol.Magic;
 import io.kubenbd.node.protocol.OptionType;
+import io.kubenbd.node.protocol.CommandType;
+import io.kubenbd.node.protocol.RequestHeader;
 import io.kubenbd.node.testing.RawNbd;
+import io.kubenbd.node.tls.ClientTlsCredentials;
+import io.kubenbd.node.tls.ServerTls;
+import io.kubenbd.node.tls.ServerTlsCredentials;
+import io.kubenbd.node.tls.TlsMode;
 import io.netty.util.internal.PlatformDependent;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
@@ -171,6 +177,30 @@ class ServerLimitsTest {
         System.out.printf("ServerLimitsTest: unread replies: connection closed %d ms after they were held%n",
                 (System.nanoTime() - start) / 1_000_000);
         awaitTrue(() -> server.bufferedBytes() == 0, "its buffers to be freed");
+    }
+
+    @Test
+    void aTlsPskClientThatNeverReadsIsDisconnectedAfterTheWriteTimeoutToo() throws Exception {
+        Path keys = dir.resolve("keys.psk");
+        java.nio.file.Files.writeString(keys, "alice:" + "0123456789abcdef".repeat(4) + "\n");
+        Path image = dir.resolve("disk.img");
+        try (RandomAccessFile f = new RandomAccessFile(image.toFile(), "rw")) {
+            f.setLength(SIZE);
+        }
+        ServerTls tls = new ServerTls(TlsMode.REQUIRE, ServerTlsCredentials.Psk.fromFile(keys, message -> { }));
+        server = NbdServer.start(new InetSocketAddress("127.0.0.1", 0),
+                ExportRegistry.open(List.of(new ExportConfig("disk", image, false, "", 16))),
+                base().withTimeouts(Duration.ofSeconds(1), Duration.ZERO), tls);
+        try (NbdClient client = NbdClient.connect("127.0.0.1", server.port(), Duration.ofSeconds(5))) {
+            client.startTls(ClientTlsCredentials.Psk.fromFile(keys, "alice"));
+            client.go("disk");
+            for (int i = 0; i < 64; i++) {
+                client.send(new RequestHeader(0, CommandType.READ, client.nextCookie(), (long) i << 20, 1 << 20), null);
+            }
+            awaitTrue(() -> server.bufferedBytes() > 0, "replies to be held");
+            awaitTrue(() -> server.activeConnections("disk") == 0, "the TLS connection to be closed");
+            awaitTrue(() -> server.bufferedBytes() == 0, "its buffers to be freed");
+        }
     }
 
     @Test
