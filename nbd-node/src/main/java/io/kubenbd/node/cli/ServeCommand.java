@@ -144,6 +144,9 @@ final class ServeCommand implements Callable<Integer> {
             throw new IllegalArgumentException("--write-timeout and --buffer-budget must be at least 1, "
                     + "--idle-timeout at least 0");
         }
+        if (maxHandshakes < 1 || maxHandshakesPerPeer < 1) {
+            throw new IllegalArgumentException("--max-handshakes and --max-handshakes-per-peer must be at least 1");
+        }
         ServerSettings settings = new ServerSettings(Duration.ofSeconds(handshakeTimeout),
                 ioThreads != null ? ioThreads : defaults.ioThreads(), maxInFlight, defaults.maxInFlightBytes(),
                 defaults.shutdownGrace(), maxHandshakes, maxHandshakesPerPeer,

@@ -69,6 +69,9 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter implements 
     private long held;
     /** The charge of the request admitted by {@link #admit} and not yet received by {@link #channelRead}. */
     private long admittedCharge;
+    /** An admitted request's payload is still arriving: it counts in flight but is not running. */
+    private boolean awaitingPayload;
+    private long payloadStalledSince;
     /** The decoder stopped at a request {@link #admit} refused; it is resumed when that may change. */
     private boolean heldBack;
     private boolean resumeScheduled;
@@ -207,6 +210,7 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter implements 
     }
 
     private void admitted(long charge) {
+        awaitingPayload = true;
         inFlight++;
         held += charge;
         admittedCharge = charge;
@@ -235,15 +239,19 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter implements 
     /** Called by the budget, on any thread, once {@link #wanted} bytes are reserved for this connection. */
     @Override
     public void granted() {
-        ctx.executor().execute(() -> {
-            budgetWaiting = false;
-            if (closed) {
-                budget.release(wanted);
-                return;
-            }
-            grantedBytes = wanted;
-            scheduleResume();
-        });
+        try {
+            ctx.executor().execute(() -> {
+                budgetWaiting = false;
+                if (closed) {
+                    budget.release(wanted);
+                    return;
+                }
+                grantedBytes = wanted;
+                scheduleResume();
+            });
+        } catch (RejectedExecutionException e) {
+            budget.release(wanted); // the server is stopping: the connection will not read again
+        }
     }
 
     @Override
@@ -254,6 +262,7 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter implements 
         }
         long charge = admittedCharge;
         admittedCharge = 0;
+        awaitingPayload = false;
         if (disconnecting) {
             ReferenceCountUtil.release(request);
             answered(charge);
@@ -396,11 +405,24 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter implements 
             return;
         }
         long now = System.nanoTime();
+        Duration write = server.settings().writeTimeout();
+        // No request admitted since the last check and one still waiting for its payload: the same one.
+        if (awaitingPayload && requestsSinceCheck == 0) {
+            if (payloadStalledSince == 0) {
+                payloadStalledSince = now;
+            } else if (now - payloadStalledSince > write.toNanos()) {
+                log.info("{} request payload not received for {} s ({} bytes held), disconnecting", conn,
+                        write.toSeconds(), held);
+                ctx.close();
+                return;
+            }
+        } else {
+            payloadStalledSince = 0;
+        }
         if (requestsSinceCheck > 0) {
             requestsSinceCheck = 0;
             lastRequestSeen = now;
         }
-        Duration write = server.settings().writeTimeout();
         if (batchesUnwritten > 0 && now - lastWriteProgress > write.toNanos()) {
             log.info("{} replies not read for {} s ({} bytes held), disconnecting", conn, write.toSeconds(), held);
             ctx.close();
@@ -429,9 +451,12 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter implements 
         }
     }
 
-    /** Whether the server is idle on this connection (for graceful shutdown). */
+    /**
+     * Whether the server is idle on this connection (for graceful shutdown): nothing running.
+     * A request whose payload was still arriving when reading stopped will never run.
+     */
     boolean idle() {
-        return inFlight == 0;
+        return inFlight == (awaitingPayload ? 1 : 0);
     }
 
     private static boolean changesData(Request request) {

@@ -180,6 +180,19 @@ class ServerLimitsTest {
     }
 
     @Test
+    void aWriteWhosePayloadNeverComesIsDroppedAfterTheWriteTimeout() throws Exception {
+        start(base().withTimeouts(Duration.ofSeconds(1), Duration.ZERO));
+        Socket s = open("127.0.0.1");
+        exportName(s);
+        ByteBuffer write = ByteBuffer.allocate(28 + 100).putInt(Magic.REQUEST).putShort((short) 0)
+                .putShort((short) CommandType.WRITE).putLong(1).putLong(0).putInt(1 << 20);
+        s.getOutputStream().write(write.array()); // the header and 100 of its 1 MiB
+        awaitTrue(() -> server.bufferedBytes() == 1 << 20, "the payload to be charged");
+        awaitTrue(() -> server.activeConnections("disk") == 0, "the connection to be closed");
+        awaitTrue(() -> server.bufferedBytes() == 0, "its charge to be freed");
+    }
+
+    @Test
     void aTlsPskClientThatNeverReadsIsDisconnectedAfterTheWriteTimeoutToo() throws Exception {
         Path keys = dir.resolve("keys.psk");
         java.nio.file.Files.writeString(keys, "alice:" + "0123456789abcdef".repeat(4) + "\n");
