@@ -70,6 +70,29 @@ final class ServeCommand implements Callable<Integer> {
             description = "Requests per connection worked on at once before reading pauses (default: ${DEFAULT-VALUE}).")
     int maxInFlight;
 
+    @Option(names = "--max-handshakes", paramLabel = "N", defaultValue = "" + ServerSettings.DEFAULT_MAX_HANDSHAKES,
+            description = "Connections in the handshake at once; more are refused (default: ${DEFAULT-VALUE}).")
+    int maxHandshakes;
+
+    @Option(names = "--max-handshakes-per-peer", paramLabel = "N",
+            defaultValue = "" + ServerSettings.DEFAULT_MAX_HANDSHAKES_PER_PEER,
+            description = "Connections in the handshake at once from one address (default: ${DEFAULT-VALUE}).")
+    int maxHandshakesPerPeer;
+
+    @Option(names = "--buffer-budget", paramLabel = "MIB",
+            description = "Request and reply data all connections may hold at once; a connection over it waits "
+                    + "(default: half of the JVM's MaxDirectMemorySize).")
+    Long bufferBudgetMib;
+
+    @Option(names = "--write-timeout", paramLabel = "SECONDS", defaultValue = "60",
+            description = "Close a connection whose replies have not been read for this long (default: ${DEFAULT-VALUE}).")
+    int writeTimeout;
+
+    @Option(names = "--idle-timeout", paramLabel = "SECONDS", defaultValue = "0",
+            description = "Close a connection with no request for this long; 0 never (default: ${DEFAULT-VALUE}: "
+                    + "kernel-attached volumes and VMs keep idle connections and do not all reconnect).")
+    int idleTimeout;
+
     @Option(names = "--tls", paramLabel = "MODE",
             description = "off, on (STARTTLS offered) or require (nothing but STARTTLS before TLS). "
                     + "Default: require when credentials are given, else off.")
@@ -133,9 +156,18 @@ final class ServeCommand implements Callable<Integer> {
             throw new IllegalArgumentException("--port must be 0..65535, got " + bindPort);
         }
         ServerSettings defaults = ServerSettings.defaults();
+        if (writeTimeout < 1 || idleTimeout < 0 || (bufferBudgetMib != null && bufferBudgetMib < 1)) {
+            throw new IllegalArgumentException("--write-timeout and --buffer-budget must be at least 1, "
+                    + "--idle-timeout at least 0");
+        }
+        if (maxHandshakes < 1 || maxHandshakesPerPeer < 1) {
+            throw new IllegalArgumentException("--max-handshakes and --max-handshakes-per-peer must be at least 1");
+        }
         ServerSettings settings = new ServerSettings(Duration.ofSeconds(handshakeTimeout),
                 ioThreads != null ? ioThreads : defaults.ioThreads(), maxInFlight, defaults.maxInFlightBytes(),
-                defaults.shutdownGrace());
+                defaults.shutdownGrace(), maxHandshakes, maxHandshakesPerPeer,
+                bufferBudgetMib == null ? 0 : bufferBudgetMib << 20, Duration.ofSeconds(writeTimeout),
+                Duration.ofSeconds(idleTimeout));
 
         // Handling the signals ourselves (rather than a shutdown hook) lets a graceful stop exit 0.
         // They are caught from the start, so a SIGTERM during start-up still stops gracefully.

@@ -2,35 +2,41 @@ package io.kubenbd.node.protocol;
 
 import io.netty.buffer.ByteBuf;
 import io.netty.channel.ChannelHandlerContext;
-import io.netty.handler.codec.ByteToMessageDecoder;
 import io.netty.handler.codec.CorruptedFrameException;
 import io.netty.handler.codec.DecoderException;
 
 import java.util.List;
+import java.util.function.BooleanSupplier;
 
 /**
  * Server side of the handshake framing: the client flags, then option after option. Emits
  * {@link ClientFlags} once and then {@link OptionRequest}s. Option data larger than
- * {@link Limits#MAX_OPTION_DATA} is skipped as it arrives, never buffered.
+ * {@link Limits#MAX_OPTION_DATA} is skipped as it arrives, never buffered. An option is
+ * framed only while {@code mayDecode} says so (the server: while the client reads its
+ * replies), so a client that never reads cannot make the server answer without limit.
  */
-public final class OptionDecoder extends ByteToMessageDecoder {
+public final class OptionDecoder extends PausableDecoder {
     private static final int OPTION_HEADER = 16;
 
     private enum State { CLIENT_FLAGS, OPTION_HEADER, OPTION_DATA, SKIP_DATA, FAILED }
 
     private State state;
+    private final BooleanSupplier mayDecode;
 
     /** A decoder for a new connection: client flags first, then options. */
     public OptionDecoder() {
-        this(false);
+        this(false, () -> true);
     }
 
     /**
      * @param optionsOnly start at the next option, as after NBD_OPT_STARTTLS when the
      *                    client flags were exchanged before TLS
+     * @param mayDecode   asked before each option; false leaves it buffered until
+     *                    {@link #decodeBuffered}
      */
-    public OptionDecoder(boolean optionsOnly) {
+    public OptionDecoder(boolean optionsOnly, BooleanSupplier mayDecode) {
         state = optionsOnly ? State.OPTION_HEADER : State.CLIENT_FLAGS;
+        this.mayDecode = mayDecode;
     }
 
     /**
@@ -66,7 +72,7 @@ public final class OptionDecoder extends ByteToMessageDecoder {
                 }
             }
             case OPTION_HEADER -> {
-                if (in.readableBytes() < OPTION_HEADER) {
+                if (in.readableBytes() < OPTION_HEADER || !mayDecode.getAsBoolean()) {
                     return;
                 }
                 long magic = in.readLong();

@@ -2,7 +2,6 @@ package io.kubenbd.node.protocol;
 
 import io.netty.buffer.ByteBuf;
 import io.netty.channel.ChannelHandlerContext;
-import io.netty.handler.codec.ByteToMessageDecoder;
 import io.netty.handler.codec.CorruptedFrameException;
 import io.netty.handler.codec.DecoderException;
 import io.netty.handler.codec.TooLongFrameException;
@@ -16,20 +15,28 @@ import java.util.List;
  * cumulation without copying. A compact WRITE longer than {@link Limits#MAX_PAYLOAD} is
  * skipped as it streams in and answered with EINVAL; an extended request announcing such a
  * payload is a protocol violation (the spec says hang up), as is a wrong magic number.
+ * Each request is framed only once its {@link RequestGate} admits it, so a consumer at its
+ * limit stops framing at once, not after the rest of the buffered input.
  */
-public final class RequestDecoder extends ByteToMessageDecoder {
+public final class RequestDecoder extends PausableDecoder {
     private static final int COMPACT_HEADER = 28;
     private static final int EXTENDED_HEADER = 32;
 
     private enum State { HEADER, PAYLOAD, SKIP_PAYLOAD, FAILED }
 
     private final boolean extended;
+    private final RequestGate gate;
     private State state = State.HEADER;
     private RequestHeader header;
     private long remaining;
 
     public RequestDecoder(boolean extended) {
+        this(extended, RequestGate.OPEN);
+    }
+
+    public RequestDecoder(boolean extended, RequestGate gate) {
         this.extended = extended;
+        this.gate = gate;
     }
 
     @Override
@@ -92,6 +99,7 @@ public final class RequestDecoder extends ByteToMessageDecoder {
         if (in.readableBytes() < headerLength) {
             return false;
         }
+        int start = in.readerIndex();
         int magic = in.readInt();
         int expected = extended ? Magic.EXTENDED_REQUEST : Magic.REQUEST;
         if (magic != expected) {
@@ -108,15 +116,21 @@ public final class RequestDecoder extends ByteToMessageDecoder {
         // A WRITE always carries its data: qemu 10's client sends extended WRITEs without
         // NBD_CMD_FLAG_PAYLOAD_LEN, and qemu-nbd accepts them, so the flag is optional here.
         boolean hasPayload = type == CommandType.WRITE || (extended && header.hasFlag(CommandFlags.PAYLOAD_LEN));
+        if (hasPayload && extended && Long.compareUnsigned(length, Limits.MAX_PAYLOAD) > 0) {
+            throw new TooLongFrameException("request payload of " + Long.toUnsignedString(length)
+                    + " bytes exceeds the maximum of " + Limits.MAX_PAYLOAD);
+        }
+        // Asked before a payload is buffered, so the consumer can account for it first.
+        if (!gate.admit(header)) {
+            in.readerIndex(start);
+            header = null;
+            return false;
+        }
         if (!hasPayload) {
             out.add(withoutPayload(header));
             return true;
         }
         if (Long.compareUnsigned(length, Limits.MAX_PAYLOAD) > 0) {
-            if (extended) {
-                throw new TooLongFrameException("request payload of " + Long.toUnsignedString(length)
-                        + " bytes exceeds the maximum of " + Limits.MAX_PAYLOAD);
-            }
             remaining = length;
             state = State.SKIP_PAYLOAD;
             return true;

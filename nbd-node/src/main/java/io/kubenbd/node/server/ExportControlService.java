@@ -63,6 +63,7 @@ final class ExportControlService extends ExportControlGrpc.ExportControlImplBase
                 .setRequests(stats.requests())
                 .setErrors(stats.errors())
                 .setConnections(export.activeConnections())
+                .setServerDirectMemory(Math.max(0, io.netty.util.internal.PlatformDependent.usedDirectMemory()))
                 .build());
         response.onCompleted();
     }

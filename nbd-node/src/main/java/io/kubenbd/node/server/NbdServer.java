@@ -25,6 +25,7 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 import java.io.IOException;
+import java.net.InetAddress;
 import java.net.InetSocketAddress;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
@@ -40,6 +41,15 @@ import java.util.concurrent.atomic.AtomicLong;
  */
 public final class NbdServer implements AutoCloseable {
     private static final Logger log = LoggerFactory.getLogger(NbdServer.class);
+    /** Output a handshake may queue before the server stops reading its options: replies are small. */
+    static final WriteBufferWaterMark HANDSHAKE_WATER_MARK = new WriteBufferWaterMark(16 << 10, 64 << 10);
+    /**
+     * Unwritten output beyond which transmission stops taking requests. Read replies are also
+     * held to the buffer budget until written; this bounds the small replies (acks, errors) of a
+     * client that sends without reading.
+     */
+    static final WriteBufferWaterMark TRANSMISSION_WATER_MARK = new WriteBufferWaterMark(1 << 20, 4 << 20);
+    private static final long REFUSAL_LOG_INTERVAL_NANOS = 1_000_000_000L;
 
     private final ExportRegistry exports;
     private final ServerSettings settings;
@@ -49,6 +59,10 @@ public final class NbdServer implements AutoCloseable {
     private final ExecutorService io;
     private final ChannelGroup connections = new DefaultChannelGroup(GlobalEventExecutor.INSTANCE);
     private final AtomicLong connectionIds = new AtomicLong();
+    private final BufferBudget budget;
+    private final HandshakeAdmission handshakes;
+    private final AtomicLong lastRefusalLog = new AtomicLong(System.nanoTime() - REFUSAL_LOG_INTERVAL_NANOS);
+    private final AtomicLong unloggedRefusals = new AtomicLong();
     private volatile boolean shuttingDown;
     private Channel listener;
 
@@ -60,6 +74,8 @@ public final class NbdServer implements AutoCloseable {
         this.bossGroup = new MultiThreadIoEventLoopGroup(1, factory);
         this.workerGroup = new MultiThreadIoEventLoopGroup(Runtime.getRuntime().availableProcessors(), factory);
         this.io = Executors.newFixedThreadPool(settings.ioThreads(), daemonThreads("nbd-io-"));
+        this.budget = new BufferBudget(settings.bufferBudgetBytes());
+        this.handshakes = new HandshakeAdmission(settings.maxHandshakes(), settings.maxHandshakesPerPeer());
     }
 
     /** Opens nothing itself: {@code exports} are already open and become owned by the server. */
@@ -81,7 +97,7 @@ public final class NbdServer implements AutoCloseable {
     }
 
     private void bind(InetSocketAddress address) throws IOException, InterruptedException {
-        ServerContext context = new ServerContext(exports, settings, tls, io, () -> shuttingDown);
+        ServerContext context = new ServerContext(exports, settings, tls, io, () -> shuttingDown, budget, handshakes);
         Class<? extends ServerSocketChannel> channelType =
                 Epoll.isAvailable() ? EpollServerSocketChannel.class : NioServerSocketChannel.class;
         ServerBootstrap bootstrap = new ServerBootstrap()
@@ -91,14 +107,21 @@ public final class NbdServer implements AutoCloseable {
                 .option(ChannelOption.SO_BACKLOG, 128)
                 .childOption(ChannelOption.TCP_NODELAY, true)
                 .childOption(ChannelOption.SO_KEEPALIVE, true)
-                .childOption(ChannelOption.WRITE_BUFFER_WATER_MARK, new WriteBufferWaterMark(8 << 20, 32 << 20))
+                .childOption(ChannelOption.WRITE_BUFFER_WATER_MARK, HANDSHAKE_WATER_MARK)
                 .childHandler(new ChannelInitializer<SocketChannel>() {
                     @Override
                     protected void initChannel(SocketChannel ch) {
                         ConnectionContext conn = new ConnectionContext(connectionIds.incrementAndGet(), ch.remoteAddress());
+                        InetAddress peer = ch.remoteAddress() == null ? null : ch.remoteAddress().getAddress();
+                        String refusal = handshakes.tryEnter(peer);
+                        if (refusal != null) {
+                            logRefusal(conn, refusal);
+                            ch.close();
+                            return;
+                        }
                         connections.add(ch);
-                        ch.pipeline().addLast("decoder", new OptionDecoder());
-                        ch.pipeline().addLast("haggler", new OptionHaggler(context, conn));
+                        ch.pipeline().addLast("decoder", new OptionDecoder(false, ch::isWritable));
+                        ch.pipeline().addLast("haggler", new OptionHaggler(context, conn, peer));
                         log.debug("{} connected", conn);
                     }
                 });
@@ -119,10 +142,33 @@ public final class NbdServer implements AutoCloseable {
             throw new IOException("cannot listen on " + address.getHostString() + ":" + address.getPort() + ": "
                     + e.getMessage(), e);
         }
-        log.info("listening on {} ({} transport, {} I/O threads, TLS {}), exports: {}", listener.localAddress(),
-                Epoll.isAvailable() ? "epoll" : "nio", settings.ioThreads(), describe(tls),
+        log.info("listening on {} ({} transport, {} I/O threads, TLS {}, buffer budget {} MiB), exports: {}",
+                listener.localAddress(), Epoll.isAvailable() ? "epoll" : "nio", settings.ioThreads(), describe(tls),
+                budget.capacity() >> 20,
                 String.join(", ", exports.all().stream().map(e -> e.name() + " (" + e.size() + " bytes"
                         + (e.readOnly() ? ", read-only" : "") + ")").toList()));
+    }
+
+    /** One line per refused connection, except in a flood: then at most one a second, with the count. */
+    private void logRefusal(ConnectionContext conn, String reason) {
+        long now = System.nanoTime();
+        long last = lastRefusalLog.get();
+        if (now - last >= REFUSAL_LOG_INTERVAL_NANOS && lastRefusalLog.compareAndSet(last, now)) {
+            long more = unloggedRefusals.getAndSet(0);
+            log.warn("{} refused: {}{}", conn, reason, more == 0 ? "" : " (" + more + " more refused in the last second)");
+        } else {
+            unloggedRefusals.incrementAndGet();
+        }
+    }
+
+    /** Bytes of request and reply data the server's connections hold now (see {@link BufferBudget}). */
+    public long bufferedBytes() {
+        return budget.used();
+    }
+
+    /** Connections in the handshake now. */
+    public int handshaking() {
+        return handshakes.inHandshake();
     }
 
     private static String describe(ServerTls tls) {

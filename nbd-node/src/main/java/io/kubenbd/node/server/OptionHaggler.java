@@ -48,10 +48,15 @@ final class OptionHaggler extends ChannelInboundHandlerAdapter {
     private String contextsExport;
     private ScheduledFuture<?> timeout;
     private boolean tlsActive;
+    /** The peer's address as counted in {@link HandshakeAdmission}; counted until transmission or close. */
+    private final java.net.InetAddress peer;
+    private boolean inHandshakeCount = true;
+    private boolean resumeScheduled;
 
-    OptionHaggler(ServerContext server, ConnectionContext conn) {
+    OptionHaggler(ServerContext server, ConnectionContext conn, java.net.InetAddress peer) {
         this.server = server;
         this.conn = conn;
+        this.peer = peer;
     }
 
     @Override
@@ -72,7 +77,55 @@ final class OptionHaggler extends ChannelInboundHandlerAdapter {
     @Override
     public void channelInactive(ChannelHandlerContext ctx) {
         cancelTimeout();
+        leaveHandshakeCount();
         ctx.fireChannelInactive();
+    }
+
+    /**
+     * A client that sends options without reading the replies: the decoder stops framing
+     * options while the channel is not writable and reading stops; both go on once the
+     * client has read enough of its replies.
+     */
+    @Override
+    public void channelWritabilityChanged(ChannelHandlerContext ctx) {
+        boolean writable = ctx.channel().isWritable();
+        ctx.channel().config().setAutoRead(writable);
+        if (writable && !resumeScheduled) {
+            // Not from here: this event can fire inside the decoder's own output (a reply flushed).
+            resumeScheduled = true;
+            ctx.executor().execute(() -> {
+                resumeScheduled = false;
+                if (!ctx.isRemoved() && ctx.channel().isActive()) {
+                    decodeBuffered(ctx);
+                }
+            });
+        }
+        ctx.fireChannelWritabilityChanged();
+    }
+
+    @Override
+    public void channelReadComplete(ChannelHandlerContext ctx) {
+        ctx.flush();
+        ctx.fireChannelReadComplete();
+    }
+
+    private static void decodeBuffered(ChannelHandlerContext ctx) {
+        ChannelHandlerContext decoder = ctx.pipeline().context("decoder");
+        if (decoder != null && decoder.handler() instanceof io.kubenbd.node.protocol.PausableDecoder pausable) {
+            try {
+                pausable.decodeBuffered(decoder);
+            } catch (Exception e) {
+                ctx.fireExceptionCaught(e);
+            }
+            ctx.flush();
+        }
+    }
+
+    private void leaveHandshakeCount() {
+        if (inHandshakeCount) {
+            inHandshakeCount = false;
+            server.handshakes().leave(peer);
+        }
     }
 
     @Override
@@ -197,7 +250,7 @@ final class OptionHaggler extends ChannelInboundHandlerAdapter {
         ctx.writeAndFlush(encode(ctx, OptionType.STARTTLS, new OptionReply.Ack()));
         OptionDecoder plaintextDecoder = (OptionDecoder) ctx.pipeline().get("decoder");
         ByteBuf early = plaintextDecoder.takeBuffered();
-        ctx.pipeline().replace("decoder", "decoder", new OptionDecoder(true));
+        ctx.pipeline().replace("decoder", "decoder", new OptionDecoder(true, ctx.channel()::isWritable));
         ChannelHandler engine = switch (server.tls().credentials()) {
             case ServerTlsCredentials.Psk psk -> new PskTlsHandler(new PskTlsServerEndpoint(psk.keys().current()), conn);
             case ServerTlsCredentials.X509 x509 -> {
@@ -347,15 +400,18 @@ final class OptionHaggler extends ChannelInboundHandlerAdapter {
     private void enterTransmission(ChannelHandlerContext ctx, Export export, List<MetaContext> selected,
                                    boolean payloadForm, boolean honoursBlockSize) {
         cancelTimeout();
+        leaveHandshakeCount();
         ctx.flush();
         log.info("{} transmission: {} replies, {} meta context(s), flags 0x{}", conn,
                 style.name().toLowerCase(java.util.Locale.ROOT), selected.size(),
                 Integer.toHexString(export.transmissionFlags(style, payloadForm)));
         TransmissionHandler transmission = new TransmissionHandler(server, conn, export, style, selected,
                 payloadForm, honoursBlockSize);
+        ctx.channel().config().setWriteBufferWaterMark(NbdServer.TRANSMISSION_WATER_MARK);
+        ctx.channel().config().setAutoRead(true);
         ctx.pipeline().addBefore(ctx.name(), "reply-encoder", new ReplyEncoder(style));
         ctx.pipeline().replace(this, "transmission", transmission);
-        ctx.pipeline().replace("decoder", "decoder", new RequestDecoder(style == ReplyStyle.EXTENDED));
+        ctx.pipeline().replace("decoder", "decoder", new RequestDecoder(style == ReplyStyle.EXTENDED, transmission));
     }
 
     private void cancelTimeout() {
@@ -369,7 +425,9 @@ final class OptionHaggler extends ChannelInboundHandlerAdapter {
         if (reply instanceof OptionReply.Error(int type, String message)) {
             log.debug("{} {} -> {}: {}", conn, OptionType.name(option), OptionReplyType.name(type), message);
         }
-        ctx.writeAndFlush(encode(ctx, option, reply));
+        // Flushed once per read (channelReadComplete), not per option: a client pipelining many
+        // options costs one syscall per batch.
+        ctx.write(encode(ctx, option, reply));
     }
 
     private static OptionReply error(int type, String message) {

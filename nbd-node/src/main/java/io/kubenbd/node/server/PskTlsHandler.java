@@ -189,7 +189,9 @@ final class PskTlsHandler extends ChannelDuplexHandler {
         int available = engine.getAvailableOutputBytes();
         if (available == 0) {
             if (!promise.isVoid()) {
-                promise.trySuccess();
+                // Completes once the records written before it are on the wire, not now: the
+                // transmission handler counts unread replies by these promises.
+                ctx.write(io.netty.buffer.Unpooled.EMPTY_BUFFER, promise);
             }
             return;
         }

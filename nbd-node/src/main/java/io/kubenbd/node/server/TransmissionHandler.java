@@ -5,17 +5,21 @@ import io.kubenbd.node.protocol.CommandFlags;
 import io.kubenbd.node.protocol.CommandType;
 import io.kubenbd.node.protocol.Limits;
 import io.kubenbd.node.protocol.NbdError;
+import io.kubenbd.node.protocol.PausableDecoder;
 import io.kubenbd.node.protocol.Reply;
 import io.kubenbd.node.protocol.ReplyChunk;
 import io.kubenbd.node.protocol.ReplyStyle;
 import io.kubenbd.node.protocol.Request;
+import io.kubenbd.node.protocol.RequestGate;
 import io.kubenbd.node.protocol.RequestHeader;
 import io.kubenbd.node.storage.Extent;
 import io.kubenbd.node.storage.StorageBackend;
 import io.netty.buffer.ByteBuf;
+import io.netty.buffer.Unpooled;
 import io.netty.channel.ChannelHandlerContext;
 import io.netty.channel.ChannelInboundHandlerAdapter;
 import io.netty.util.ReferenceCountUtil;
+import io.netty.util.concurrent.ScheduledFuture;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -23,21 +27,27 @@ import java.io.IOException;
 import java.net.InetAddress;
 import java.net.InetSocketAddress;
 import java.nio.ByteBuffer;
+import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.RejectedExecutionException;
+import java.util.concurrent.TimeUnit;
 
 /**
  * Transmission phase of one connection. Requests are validated on the event loop (cheap
  * errors are answered at once), storage work runs on the server's I/O executor, and each
  * reply is written as soon as its request is done, so replies may overtake each other.
- * Reading pauses while too many requests or bytes are in flight, or while the socket
- * cannot take more output, which bounds the memory one client can make the server hold.
+ * The decoder asks {@link #admit} before framing each request: a request waits, unread,
+ * while this connection has too many requests or bytes in flight, while its output is not
+ * being read, or while the server's shared {@link BufferBudget} has no room for its data.
+ * A connection whose replies go unread for the write timeout is closed, freeing its buffers.
  */
-final class TransmissionHandler extends ChannelInboundHandlerAdapter {
+final class TransmissionHandler extends ChannelInboundHandlerAdapter implements RequestGate, BufferBudget.Waiter {
     private static final Logger log = LoggerFactory.getLogger(TransmissionHandler.class);
     /** Extents looked up per structured read; more fragmented ranges are sent as data. */
     private static final int READ_EXTENTS = 64;
+    /** What a BLOCK_STATUS reply may need per context, at most (16-byte extended descriptors). */
+    private static final long BLOCK_STATUS_REPLY = 16L * Limits.MAX_EXTENTS_PER_CHUNK;
 
     private final ServerContext server;
     private final ConnectionContext conn;
@@ -47,13 +57,39 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
     private final List<MetaContext> contexts;
     private final boolean payloadFormAdvertised;
     private final int minimumBlock;
+    private final BufferBudget budget;
+    private final Runnable resumeTask = this::resume;
+    private final Runnable flushTask = this::flushBatch;
 
     // Event-loop confined state.
     private ChannelHandlerContext ctx;
+    /** Requests admitted and not yet answered. */
     private int inFlight;
-    private long inFlightBytes;
+    /** Bytes this connection holds of the budget: admitted data, and replies not yet written. */
+    private long held;
+    /** The charge of the request admitted by {@link #admit} and not yet received by {@link #channelRead}. */
+    private long admittedCharge;
+    /** An admitted request's payload is still arriving: it counts in flight but is not running. */
+    private boolean awaitingPayload;
+    private long payloadStalledSince;
+    /** The decoder stopped at a request {@link #admit} refused; it is resumed when that may change. */
+    private boolean heldBack;
+    private boolean resumeScheduled;
+    /** Queued at the budget for {@link #wanted}; then {@link #granted} reserved them for the next admit. */
+    private boolean budgetWaiting;
+    private volatile long wanted;
+    private volatile boolean wantedHoldingNothing;
+    private long grantedBytes = -1;
+    private boolean closed;
     private boolean disconnecting;
     private boolean flushScheduled;
+    /** Charges of the replies written since the last flush; released when that batch is on the wire. */
+    private long batchCharge;
+    private int batchesUnwritten;
+    private long lastWriteProgress;
+    private int requestsSinceCheck;
+    private long lastRequestSeen;
+    private ScheduledFuture<?> timer;
     private long errors;
     private InetAddress peerHost;
     private boolean holdsWriterClaim;
@@ -69,6 +105,7 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
         this.contexts = contexts;
         this.payloadFormAdvertised = payloadFormAdvertised;
         this.minimumBlock = honoursBlockSize ? backend.minimumBlockSize() : 1;
+        this.budget = server.budget();
     }
 
     @Override
@@ -79,10 +116,37 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
         }
         conn.replies(style.name().toLowerCase(java.util.Locale.ROOT));
         export.attach(conn);
+        budget.join();
+        long now = System.nanoTime();
+        lastRequestSeen = now;
+        lastWriteProgress = now;
+        Duration idle = server.settings().idleTimeout();
+        Duration write = server.settings().writeTimeout();
+        Duration shortest = idle.isZero() || write.compareTo(idle) < 0 ? write : idle;
+        long period = Math.clamp(shortest.toMillis() / 4, 50, 5000);
+        timer = ctx.executor().scheduleAtFixedRate(this::checkTimeouts, period, period, TimeUnit.MILLISECONDS);
     }
 
     @Override
     public void channelInactive(ChannelHandlerContext ctx) {
+        closed = true;
+        budget.leave();
+        if (timer != null) {
+            timer.cancel(false);
+        }
+        if (budgetWaiting) {
+            budgetWaiting = false;
+            if (!budget.cancel(this)) {
+                // Granted meanwhile: the grant task (queued behind this) gives the bytes back.
+                log.debug("{} budget granted while closing", conn);
+            }
+        }
+        releaseHeld(admittedCharge);
+        admittedCharge = 0;
+        if (grantedBytes >= 0) {
+            budget.release(grantedBytes);
+            grantedBytes = -1;
+        }
         export.detach(conn);
         export.releaseConnection();
         if (holdsWriterClaim && export.writerClaim().release(conn)) {
@@ -94,8 +158,100 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
 
     @Override
     public void channelWritabilityChanged(ChannelHandlerContext ctx) {
+        if (ctx.channel().isWritable()) {
+            scheduleResume();
+        }
         updateAutoRead();
         ctx.fireChannelWritabilityChanged();
+    }
+
+    /**
+     * Asked by the decoder before it frames each request. Counts an admitted request in flight
+     * and charges its data to this connection and to the server's budget.
+     */
+    @Override
+    public boolean admit(RequestHeader h) {
+        if (closed || disconnecting) {
+            return holdBack();
+        }
+        long charge = chargeOf(h);
+        if (grantedBytes >= 0) {
+            long granted = grantedBytes;
+            grantedBytes = -1;
+            if (granted == charge) {
+                admitted(charge);
+                return true;
+            }
+            budget.release(granted); // cannot happen: the same request is framed again
+        }
+        if (budgetWaiting || inFlight >= server.settings().maxInFlight()
+                || (held > 0 && held + charge > Math.min(server.settings().maxInFlightBytes(), budget.share()))
+                || !ctx.channel().isWritable()) {
+            return holdBack();
+        }
+        if (charge > 0 && !budget.tryAcquire(charge, held == 0)) {
+            budgetWaiting = true;
+            wanted = charge;
+            wantedHoldingNothing = held == 0;
+            budget.await(this);
+            return holdBack();
+        }
+        admitted(charge);
+        return true;
+    }
+
+    /** Stops framing and reading: what the client sends meanwhile waits in its socket, not here. */
+    private boolean holdBack() {
+        heldBack = true;
+        if (ctx.channel().config().isAutoRead()) {
+            ctx.channel().config().setAutoRead(false);
+        }
+        return false;
+    }
+
+    private void admitted(long charge) {
+        awaitingPayload = true;
+        inFlight++;
+        held += charge;
+        admittedCharge = charge;
+        requestsSinceCheck++;
+    }
+
+    private long chargeOf(RequestHeader h) {
+        long bytes = switch (h.type()) {
+            case CommandType.READ, CommandType.WRITE -> h.length() <= Limits.MAX_PAYLOAD ? h.length() : 0;
+            case CommandType.BLOCK_STATUS -> h.hasFlag(CommandFlags.REQ_ONE) ? 0 : BLOCK_STATUS_REPLY * contexts.size();
+            default -> 0;
+        };
+        return bytes == 0 ? 0 : budget.charge(bytes);
+    }
+
+    @Override
+    public long wanted() {
+        return wanted;
+    }
+
+    @Override
+    public boolean holdsNothing() {
+        return wantedHoldingNothing;
+    }
+
+    /** Called by the budget, on any thread, once {@link #wanted} bytes are reserved for this connection. */
+    @Override
+    public void granted() {
+        try {
+            ctx.executor().execute(() -> {
+                budgetWaiting = false;
+                if (closed) {
+                    budget.release(wanted);
+                    return;
+                }
+                grantedBytes = wanted;
+                scheduleResume();
+            });
+        } catch (RejectedExecutionException e) {
+            budget.release(wanted); // the server is stopping: the connection will not read again
+        }
     }
 
     @Override
@@ -104,44 +260,48 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
             ctx.fireChannelRead(msg);
             return;
         }
+        long charge = admittedCharge;
+        admittedCharge = 0;
+        awaitingPayload = false;
         if (disconnecting) {
             ReferenceCountUtil.release(request);
+            answered(charge);
             return; // the client promised to send nothing after NBD_CMD_DISC
         }
         if (request instanceof Request.Disconnect) {
             disconnecting = true;
+            answered(charge);
             log.debug("{} client sent NBD_CMD_DISC", conn);
             closeWhenIdle();
             return;
         }
         if (server.shuttingDown()) {
             ReferenceCountUtil.release(request);
-            send(Reply.error(request.header(), NbdError.ESHUTDOWN, "server is shutting down"));
+            answered(charge);
+            send(Reply.error(request.header(), NbdError.ESHUTDOWN, "server is shutting down"), 0);
             return;
         }
         String invalid = validate(request);
         if (invalid != null) {
             ReferenceCountUtil.release(request);
+            answered(charge);
             NbdError error = request instanceof Request.Invalid bad ? bad.error() : NbdError.EINVAL;
             log.debug("{} {} rejected: {}", conn, request.header().describe(), invalid);
-            send(Reply.error(request.header(), error, invalid));
+            send(Reply.error(request.header(), error, invalid), 0);
             return;
         }
         if (changesData(request) && !admitWriter(request)) {
+            answered(charge);
             return;
         }
-        long bytes = bytesOf(request);
-        inFlight++;
-        inFlightBytes += bytes;
-        updateAutoRead();
         try {
             server.io().execute(() -> {
                 Reply reply = execute(request);
-                ctx.executor().execute(() -> complete(reply, bytes));
+                ctx.executor().execute(() -> complete(reply, charge));
             });
         } catch (RejectedExecutionException e) {
             ReferenceCountUtil.release(request);
-            complete(Reply.error(request.header(), NbdError.ESHUTDOWN, "server is shutting down"), bytes);
+            complete(Reply.error(request.header(), NbdError.ESHUTDOWN, "server is shutting down"), charge);
         }
     }
 
@@ -154,17 +314,24 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
         ctx.close();
     }
 
-    private void complete(Reply reply, long bytes) {
+    /** A request answered without running: it leaves the in-flight count and gives its charge back. */
+    private void answered(long charge) {
         inFlight--;
-        inFlightBytes -= bytes;
-        send(reply);
-        updateAutoRead();
+        releaseHeld(charge);
+        scheduleResume();
+    }
+
+    private void complete(Reply reply, long charge) {
+        inFlight--;
+        // The charge stays held until the reply is on the wire: a client that does not read keeps it.
+        send(reply, charge);
+        scheduleResume();
         if (disconnecting) {
             closeWhenIdle();
         }
     }
 
-    private void send(Reply reply) {
+    private void send(Reply reply, long charge) {
         boolean failed = reply.error() != null;
         if (failed) {
             errors++;
@@ -172,13 +339,99 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
         export.statistics().request(failed);
         conn.countRequest();
         ctx.write(reply, ctx.voidPromise());
+        batchCharge += charge;
         // Completions queued behind this task are written before the flush runs: one syscall for a batch.
         if (!flushScheduled) {
             flushScheduled = true;
-            ctx.executor().execute(() -> {
-                flushScheduled = false;
-                ctx.flush();
-            });
+            ctx.executor().execute(flushTask);
+        }
+    }
+
+    /**
+     * Flushes the replies written since the last flush, followed by an empty marker whose
+     * promise completes once they are all on the wire (writes complete in order): then their
+     * charges go back to the budget, and the write timeout sees progress.
+     */
+    private void flushBatch() {
+        flushScheduled = false;
+        long charge = batchCharge;
+        batchCharge = 0;
+        if (batchesUnwritten++ == 0) {
+            lastWriteProgress = System.nanoTime();
+        }
+        ctx.writeAndFlush(Unpooled.EMPTY_BUFFER).addListener(done -> {
+            batchesUnwritten--;
+            lastWriteProgress = System.nanoTime();
+            releaseHeld(charge);
+            scheduleResume();
+        });
+    }
+
+    private void releaseHeld(long charge) {
+        if (charge > 0) {
+            held -= charge;
+            budget.release(charge);
+        }
+    }
+
+    /** Lets the decoder try the request it stopped at again, from a task of its own. */
+    private void scheduleResume() {
+        if (heldBack && !resumeScheduled && !closed) {
+            resumeScheduled = true;
+            ctx.executor().execute(resumeTask);
+        }
+    }
+
+    private void resume() {
+        resumeScheduled = false;
+        if (closed || !heldBack) {
+            return;
+        }
+        heldBack = false;
+        ChannelHandlerContext decoder = ctx.pipeline().context("decoder");
+        if (decoder != null && decoder.handler() instanceof PausableDecoder pausable) {
+            try {
+                pausable.decodeBuffered(decoder);
+            } catch (Exception e) {
+                ctx.fireExceptionCaught(e);
+                return;
+            }
+        }
+        updateAutoRead();
+    }
+
+    private void checkTimeouts() {
+        if (closed) {
+            return;
+        }
+        long now = System.nanoTime();
+        Duration write = server.settings().writeTimeout();
+        // No request admitted since the last check and one still waiting for its payload: the same one.
+        if (awaitingPayload && requestsSinceCheck == 0) {
+            if (payloadStalledSince == 0) {
+                payloadStalledSince = now;
+            } else if (now - payloadStalledSince > write.toNanos()) {
+                log.info("{} request payload not received for {} s ({} bytes held), disconnecting", conn,
+                        write.toSeconds(), held);
+                ctx.close();
+                return;
+            }
+        } else {
+            payloadStalledSince = 0;
+        }
+        if (requestsSinceCheck > 0) {
+            requestsSinceCheck = 0;
+            lastRequestSeen = now;
+        }
+        if (batchesUnwritten > 0 && now - lastWriteProgress > write.toNanos()) {
+            log.info("{} replies not read for {} s ({} bytes held), disconnecting", conn, write.toSeconds(), held);
+            ctx.close();
+            return;
+        }
+        Duration idle = server.settings().idleTimeout();
+        if (!idle.isZero() && inFlight == 0 && batchesUnwritten == 0 && now - lastRequestSeen > idle.toNanos()) {
+            log.info("{} idle for {} s, disconnecting", conn, idle.toSeconds());
+            ctx.close();
         }
     }
 
@@ -192,16 +445,18 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
     }
 
     private void updateAutoRead() {
-        boolean read = !disconnecting && inFlight < server.settings().maxInFlight()
-                && inFlightBytes < server.settings().maxInFlightBytes() && ctx.channel().isWritable();
+        boolean read = !disconnecting && !closed && !heldBack && !server.shuttingDown() && ctx.channel().isWritable();
         if (ctx.channel().config().isAutoRead() != read) {
             ctx.channel().config().setAutoRead(read);
         }
     }
 
-    /** Whether the server is idle on this connection (for graceful shutdown). */
+    /**
+     * Whether the server is idle on this connection (for graceful shutdown): nothing running.
+     * A request whose payload was still arriving when reading stopped will never run.
+     */
     boolean idle() {
-        return inFlight == 0;
+        return inFlight == (awaitingPayload ? 1 : 0);
     }
 
     private static boolean changesData(Request request) {
@@ -226,23 +481,15 @@ final class TransmissionHandler extends ChannelInboundHandlerAdapter {
                 writeRefusalLogged = !claim;
                 log.warn("{} {} refused: {}", conn, claim ? "writer claim" : h.describe(), refusal);
             }
-            send(Reply.error(h, NbdError.EPERM, refusal));
+            send(Reply.error(h, NbdError.EPERM, refusal), 0);
             return false;
         }
         if (!holdsWriterClaim) {
             holdsWriterClaim = true;
             log.info("{} claimed the export for writing from {}", conn, peerHost == null ? "?" : peerHost.getHostAddress());
         }
-        send(Reply.ok(h));
+        send(Reply.ok(h), 0);
         return false;
-    }
-
-    private static long bytesOf(Request request) {
-        return switch (request) {
-            case Request.Read r -> r.header().length();
-            case Request.Write w -> w.header().length();
-            default -> 0;
-        };
     }
 
     /** The reason to refuse a request, or null to run it. Mirrors qemu-nbd: EINVAL for all of these. */

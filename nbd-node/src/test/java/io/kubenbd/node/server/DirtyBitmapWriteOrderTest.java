@@ -3,8 +3,8 @@ package io.kubenbd.node.server;
 import io.kubenbd.node.client.NbdClient;
 import io.kubenbd.node.storage.DirtyBitmapSet;
 import io.kubenbd.node.storage.DirtyRun;
-import io.kubenbd.node.storage.Extent;
 import io.kubenbd.node.storage.StorageBackend;
+import io.kubenbd.node.testing.ForwardingBackend;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -95,8 +95,16 @@ class DirtyBitmapWriteOrderTest {
     }
 
     /** A file backend whose writes wait, after they were asked for and before the data land, until released. */
-    private record PausedWriteBackend(StorageBackend file, CountDownLatch started, CountDownLatch release)
-            implements StorageBackend {
+    private static final class PausedWriteBackend extends ForwardingBackend {
+        private final CountDownLatch started;
+        private final CountDownLatch release;
+
+        PausedWriteBackend(StorageBackend file, CountDownLatch started, CountDownLatch release) {
+            super(file);
+            this.started = started;
+            this.release = release;
+        }
+
         @Override
         public void write(long offset, ByteBuffer src) throws IOException {
             started.countDown();
@@ -109,28 +117,6 @@ class DirtyBitmapWriteOrderTest {
                 throw new IOException(e);
             }
             file.write(offset, src);
-        }
-
-        @Override public long size() { return file.size(); }
-        @Override public boolean readOnly() { return file.readOnly(); }
-        @Override public boolean rotational() { return file.rotational(); }
-        @Override public int minimumBlockSize() { return file.minimumBlockSize(); }
-        @Override public int preferredBlockSize() { return file.preferredBlockSize(); }
-        @Override public boolean supportsTrim() { return file.supportsTrim(); }
-        @Override public void read(long offset, ByteBuffer dst) throws IOException { file.read(offset, dst); }
-        @Override public void flush() throws IOException { file.flush(); }
-        @Override public void trim(long offset, long length) throws IOException { file.trim(offset, length); }
-        @Override public void cache(long offset, long length) throws IOException { file.cache(offset, length); }
-        @Override public void close() throws IOException { file.close(); }
-
-        @Override
-        public boolean writeZeroes(long offset, long length, boolean mayPunchHole, boolean fastOnly) throws IOException {
-            return file.writeZeroes(offset, length, mayPunchHole, fastOnly);
-        }
-
-        @Override
-        public List<Extent> allocation(long offset, long length, int maxExtents) throws IOException {
-            return file.allocation(offset, length, maxExtents);
         }
     }
 }

@@ -117,6 +117,9 @@ class ServeCommandIT {
                 List.of("--export", "disk=" + image + ",max-connections=0"),
                 List.of("--export", "disk=" + image + ",readonly,colour=blue"),
                 List.of("--export", "disk=" + image, "--export", "disk=" + image),
+                List.of("--export", "disk=" + image, "--write-timeout", "0"),
+                List.of("--export", "disk=" + image, "--buffer-budget", "0"),
+                List.of("--export", "disk=" + image, "--max-handshakes-per-peer", "0"),
                 List.of())) {
             PeerCommand.Result result = serve(args);
             assertThat(result.exitCode()).as("%s: %s", args, result.stderr()).isEqualTo(2);
