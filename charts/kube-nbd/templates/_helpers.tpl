@@ -72,3 +72,13 @@ each of operator.watchNamespaces.
   resources: [events]
   verbs: [create, patch]
 {{- end -}}
+
+{{/*
+Whether the operator fences the servers' control port itself, with one NetworkPolicy per export: when
+policies are on but the chart knows no namespace to put its own in (all namespaces watched, none listed).
+*/}}
+{{- define "kube-nbd.operatorMakesControlPolicies" -}}
+{{- if and .Values.networkPolicy.enabled (not (.Values.networkPolicy.exportNamespaces | default .Values.operator.watchNamespaces)) -}}
+true
+{{- end -}}
+{{- end -}}

@@ -4,6 +4,7 @@ import io.fabric8.kubernetes.client.Config;
 import io.fabric8.kubernetes.client.KubernetesClientBuilder;
 import io.kubenbd.operator.csi.CsiControllerEndpoint;
 import io.kubenbd.operator.reconciler.ConsumerVolumePolicy;
+import io.kubenbd.operator.reconciler.ControlNetworkPolicy;
 import io.kubenbd.operator.reconciler.ServerSettings;
 import io.kubenbd.operator.runtime.KubeNbdOperator;
 import io.kubenbd.operator.runtime.OperatorOptions;
@@ -16,6 +17,7 @@ import java.net.InetAddress;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.List;
+import java.util.Map;
 import java.util.Set;
 import java.util.concurrent.Callable;
 import java.util.concurrent.CountDownLatch;
@@ -49,6 +51,11 @@ public final class OperatorCommand implements Callable<Integer> {
     @Option(names = "--server-control-port", paramLabel = "PORT", defaultValue = "" + ServerSettings.DEFAULT_CONTROL_PORT,
             description = "port of the servers' control API, used for dirty bitmaps (default: ${DEFAULT-VALUE})")
     int controlPort;
+
+    @Option(names = "--control-network-policy-selector", paramLabel = "KEY=VALUE", split = ",",
+            description = {"Make a NetworkPolicy per export that admits the servers' control port only from pods with",
+                    "these labels in the operator's namespace (the chart sets it when it fences no namespace itself)"})
+    Map<String, String> controlNetworkPolicySelector;
 
     @Option(names = "--persistent-volume-class", paramLabel = "CLASS", defaultValue = ConsumerVolumePolicy.DEFAULT_STORAGE_CLASS,
             description = "storage class of every PersistentVolume the operator writes for an export; an NbdExport may "
@@ -113,7 +120,9 @@ public final class OperatorCommand implements Callable<Integer> {
                     "--control-ca-namespace is needed outside a pod: the namespace of the control API's CA Secret");
         }
         var options = new OperatorOptions(Set.copyOf(namespaces),
-                new ServerSettings(serverImage, pullPolicy, controlPort, serverJavaOptions),
+                new ServerSettings(serverImage, pullPolicy, controlPort, serverJavaOptions,
+                        controlNetworkPolicySelector == null || controlNetworkPolicySelector.isEmpty() ? null
+                                : new ControlNetworkPolicy(caNamespace, controlNetworkPolicySelector)),
                 leaseNs, leaseName, identity(), httpBind, httpPort, reconcileThreads, true,
                 new ConsumerVolumePolicy(persistentVolumeClass, Set.copyOf(consumerNamespaces)), caNamespace);
         var stopped = new CountDownLatch(1);

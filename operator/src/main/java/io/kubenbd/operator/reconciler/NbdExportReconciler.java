@@ -9,6 +9,7 @@ import io.fabric8.kubernetes.api.model.Pod;
 import io.fabric8.kubernetes.api.model.Secret;
 import io.fabric8.kubernetes.api.model.Service;
 import io.fabric8.kubernetes.api.model.apps.StatefulSet;
+import io.fabric8.kubernetes.api.model.networking.v1.NetworkPolicy;
 import io.javaoperatorsdk.operator.api.config.informer.InformerConfiguration;
 import io.javaoperatorsdk.operator.api.config.informer.InformerEventSourceConfiguration;
 import io.javaoperatorsdk.operator.api.reconciler.Cleaner;
@@ -65,6 +66,8 @@ public final class NbdExportReconciler implements Reconciler<NbdExport>, Cleaner
     private final ControlTlsSecretDependent controlTls;
     private final ServerStatefulSetDependent server;
     private final ServerServiceDependent service = new ServerServiceDependent();
+    /** Null unless the operator fences the control port itself (see {@link ServerSettings#controlNetworkPolicy}). */
+    private final ControlNetworkPolicyDependent controlPolicy;
     private final ConsumerVolumePolicy volumePolicy;
     private final ConsumerPersistentVolumeDependent persistentVolume;
     private final BitmapSync bitmapSync;
@@ -84,11 +87,16 @@ public final class NbdExportReconciler implements Reconciler<NbdExport>, Cleaner
         this.controlTls = new ControlTlsSecretDependent(controlCa);
         this.bitmapSync = new BitmapSync(controlCa);
         this.persistentVolume = new ConsumerPersistentVolumeDependent(volumePolicy);
+        this.controlPolicy = settings.controlNetworkPolicy() == null ? null
+                : new ControlNetworkPolicyDependent(settings.controlNetworkPolicy(), settings.controlPort());
         watchOnlyManaged(pskSecret, Secret.class);
         watchOnlyManaged(controlTls, Secret.class);
         watchOnlyManaged(server, StatefulSet.class);
         watchOnlyManaged(service, Service.class);
         watchOnlyManaged(persistentVolume, PersistentVolume.class);
+        if (controlPolicy != null) {
+            watchOnlyManaged(controlPolicy, NetworkPolicy.class);
+        }
     }
 
     /** The operator's informers hold only what it made, not every Secret or Service in the cluster. */
@@ -120,6 +128,9 @@ public final class NbdExportReconciler implements Reconciler<NbdExport>, Cleaner
         pods.addIndexers(Map.of(ExportPreflight.PVC_INDEX, ExportPreflight::claimKeys));
         List<EventSource<?, NbdExport>> sources = new ArrayList<>(
                 EventSourceUtils.dependentEventSources(context, pskSecret, controlTls, server, service, persistentVolume));
+        if (controlPolicy != null) {
+            sources.addAll(EventSourceUtils.dependentEventSources(context, controlPolicy));
+        }
         sources.add(claims);
         sources.add(pods);
         return sources;
@@ -215,6 +226,9 @@ public final class NbdExportReconciler implements Reconciler<NbdExport>, Cleaner
         controlTls.reconcile(export, context);
         server.reconcile(export, context);
         service.reconcile(export, context);
+        if (controlPolicy != null) {
+            controlPolicy.reconcile(export, context);
+        }
         var pv = export.getSpec().persistentVolume();
         if (pv != null && pv.createOrDefault()) {
             persistentVolume.reconcile(export, context);

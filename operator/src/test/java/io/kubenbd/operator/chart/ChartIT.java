@@ -132,6 +132,38 @@ class ChartIT {
     }
 
     /**
+     * With no namespace to put the chart's NetworkPolicy in (all watched, none listed), the operator is told to fence
+     * each export's control port itself, and may manage NetworkPolicies; where the chart fences, it is not.
+     */
+    @Test
+    void theOperatorFencesTheControlPortWhereTheChartCannot(KubeTestCluster cluster) throws Exception {
+        String selector = "--control-network-policy-selector=app.kubernetes.io/name=kube-nbd,app.kubernetes.io/instance="
+                + HelmChart.RELEASE + ",app.kubernetes.io/component=operator";
+        List<HasMetadata> defaults = HelmChart.objects(cluster.client(), HelmChart.render());
+        assertThat(ofKind(defaults, NetworkPolicy.class)).isEmpty();
+        assertThat(operatorArgs(defaults)).contains(selector);
+        assertThat(resources(operatorClusterRole(defaults).getRules())).contains("networking.k8s.io/networkpolicies");
+
+        for (String[] fenced : List.of(new String[] {"--set", "networkPolicy.exportNamespaces={vms}"},
+                new String[] {"--set", "operator.watchNamespaces={vms}"}, new String[] {"--set", "networkPolicy.enabled=false"})) {
+            List<HasMetadata> objects = HelmChart.objects(cluster.client(), HelmChart.render(fenced));
+            assertThat(operatorArgs(objects)).as(String.join(" ", fenced)).noneMatch(a -> a.startsWith("--control-network-policy"));
+            assertThat(resources(operatorClusterRole(objects).getRules())).as(String.join(" ", fenced))
+                    .doesNotContain("networking.k8s.io/networkpolicies");
+        }
+    }
+
+    private static List<String> operatorArgs(List<HasMetadata> objects) {
+        return ofKind(objects, Deployment.class).getFirst().getSpec().getTemplate().getSpec().getContainers().stream()
+                .filter(c -> c.getName().equals("operator")).findFirst().orElseThrow().getArgs();
+    }
+
+    private static ClusterRole operatorClusterRole(List<HasMetadata> objects) {
+        return ofKind(objects, ClusterRole.class).stream()
+                .filter(r -> r.getMetadata().getName().equals("kube-nbd-operator")).findFirst().orElseThrow();
+    }
+
+    /**
      * The control port is fenced to the operator wherever exports can live: in exportNamespaces, or, when those are not
      * listed, in every namespace the operator watches (its exports can be nowhere else).
      */

@@ -3,6 +3,7 @@ package io.kubenbd.operator.reconciler;
 import io.fabric8.kubernetes.api.model.PersistentVolume;
 import io.fabric8.kubernetes.api.model.Secret;
 import io.fabric8.kubernetes.api.model.Service;
+import io.fabric8.kubernetes.api.model.networking.v1.NetworkPolicy;
 import io.fabric8.kubernetes.api.model.apps.StatefulSet;
 import io.fabric8.kubernetes.client.KubernetesClient;
 import io.fabric8.kubernetes.client.KubernetesClientException;
@@ -76,6 +77,9 @@ abstract class OperatorScenarios {
     abstract String leaseNamespace(KubeTestCluster cluster);
 
     /** The namespaces the operator watches (known once {@link #operatorClient} ran); empty for all. */
+    /** The labels the chart's operator pods carry that its NetworkPolicies select. */
+    static final Map<String, String> OPERATOR_POD_LABELS = Map.of("app.kubernetes.io/component", "operator");
+
     Set<String> watchedNamespaces() {
         return Set.of();
     }
@@ -93,8 +97,11 @@ abstract class OperatorScenarios {
         controlPort = OperatorTestBed.freePort();
         caNamespace = leaseNamespace(cluster) != null ? leaseNamespace(cluster) : cluster.createNamespace("operator");
         KubernetesClient operatorClient = operatorClient(cluster);
+        // As the chart runs it: watching every namespace, the operator fences each server's control port itself.
+        ControlNetworkPolicy controlPolicy = watchedNamespaces().isEmpty()
+                ? new ControlNetworkPolicy(caNamespace, OPERATOR_POD_LABELS) : null;
         operator = KubeNbdOperator.start(operatorClient, new OperatorOptions(watchedNamespaces(),
-                new ServerSettings("kube-nbd:test", "Never", controlPort, ServerSettings.DEFAULT_JAVA_OPTIONS),
+                new ServerSettings("kube-nbd:test", "Never", controlPort, ServerSettings.DEFAULT_JAVA_OPTIONS, controlPolicy),
                 leaseNamespace(cluster), OperatorOptions.DEFAULT_LEASE_NAME, "it", "127.0.0.1", 0, 4, false, caNamespace));
     }
 
@@ -132,6 +139,26 @@ abstract class OperatorScenarios {
                 .satisfies(o -> assertThat(o.getUid()).isEqualTo(created.getMetadata().getUid()));
         Service service = client.services().inNamespace(ns).withName("disk").get();
         assertThat(service.getSpec().getPorts()).singleElement().satisfies(p -> assertThat(p.getPort()).isEqualTo(port));
+        NetworkPolicy policy = client.network().v1().networkPolicies().inNamespace(ns).withName("disk-control").get();
+        if (watchedNamespaces().isEmpty()) {
+            assertThat(policy).as("the operator's NetworkPolicy for the control port").isNotNull();
+            assertThat(policy.getSpec().getPodSelector().getMatchLabels()).isEqualTo(sts.getSpec().getSelector().getMatchLabels());
+            assertThat(policy.getSpec().getIngress()).hasSize(2);
+            assertThat(policy.getSpec().getIngress().getFirst()).satisfies(rule -> {
+                assertThat(rule.getPorts()).singleElement().satisfies(p -> assertThat(p.getPort().getIntVal()).isEqualTo(controlPort));
+                assertThat(rule.getFrom()).singleElement().satisfies(peer -> {
+                    assertThat(peer.getNamespaceSelector().getMatchLabels()).containsExactly(
+                            Map.entry("kubernetes.io/metadata.name", caNamespace));
+                    assertThat(peer.getPodSelector().getMatchLabels()).isEqualTo(OPERATOR_POD_LABELS);
+                });
+            });
+            assertThat(policy.getSpec().getIngress().get(1)).satisfies(rule -> {
+                assertThat(rule.getPorts()).singleElement().satisfies(p -> assertThat(p.getPort().getStrVal()).isEqualTo("nbd"));
+                assertThat(rule.getFrom()).as("NBD as open as without a policy").isEmpty();
+            });
+        } else {
+            assertThat(policy).as("no NetworkPolicy of the operator's where the chart fences the namespace").isNull();
+        }
         PersistentVolume pv = OperatorTestBed.awaitPersistentVolume(client, ns, "disk", RECONCILED);
         assertThat(pv.getMetadata().getName()).isEqualTo("nbdexport-" + created.getMetadata().getUid());
         assertThat(pv.getSpec().getCsi().getDriver()).isEqualTo("nbd.csi.kubenbd.io");
