@@ -1,5 +1,6 @@
 package io.kubenbd.node.server;
 
+import io.kubenbd.node.protocol.Limits;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -7,6 +8,7 @@ import java.util.ArrayList;
 import java.util.Iterator;
 import java.util.List;
 import java.util.concurrent.ConcurrentLinkedQueue;
+import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicLong;
 
 /**
@@ -43,7 +45,7 @@ final class BufferBudget {
     private final AtomicLong used = new AtomicLong();
     private final ConcurrentLinkedQueue<Waiter> queue = new ConcurrentLinkedQueue<>();
     private final AtomicLong lastFullLog = new AtomicLong(System.nanoTime() - LOG_INTERVAL_NANOS);
-    private final java.util.concurrent.atomic.AtomicInteger connections = new java.util.concurrent.atomic.AtomicInteger();
+    private final AtomicInteger connections = new AtomicInteger();
 
     BufferBudget(long capacity) {
         if (capacity < 1) {
@@ -51,7 +53,7 @@ final class BufferBudget {
         }
         this.capacity = capacity;
         this.generalCapacity = capacity - capacity / 4;
-        this.largeCapacity = Math.max(capacity / 2, Math.min(generalCapacity, io.kubenbd.node.protocol.Limits.MAX_PAYLOAD));
+        this.largeCapacity = Math.max(capacity / 2, Math.min(generalCapacity, Limits.MAX_PAYLOAD));
     }
 
     long capacity() {

@@ -11,6 +11,7 @@ import io.kubenbd.node.storage.LayeredBackend;
 import io.kubenbd.node.storage.StorageBackend;
 
 import java.io.IOException;
+import java.net.InetAddress;
 import java.net.URLEncoder;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
@@ -236,7 +237,7 @@ public final class Export implements AutoCloseable {
     }
 
     /** The address of the node holding the single-writer claim, if any (see {@link WriterClaim}). */
-    public Optional<java.net.InetAddress> writer() {
+    public Optional<InetAddress> writer() {
         return Optional.ofNullable(writerClaim.holder());
     }
 
